@@ -1,0 +1,1 @@
+pytest_plugins = ["mailgw_devstack.pytest_plugin"]

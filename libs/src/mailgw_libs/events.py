@@ -1,0 +1,181 @@
+"""Event contracts carried on the bus.
+
+Rules (see docs/conventions): pydantic v2, frozen, unknown fields ignored, a
+`schema_version` on each, producers only ever add optional fields. Events that
+carry the raw message travel as a frame (see `frames.py`): JSON header + zstd
+compressed message bytes, never base64 inside JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from ulid import ULID
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_message_id() -> str:
+    """Sortable, unique queue id shown to administrators and used as Kafka key."""
+    return str(ULID())
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    schema_version: int = 1
+
+
+class Direction(StrEnum):
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+class TlsInfo(Event):
+    version: str
+    cipher: str
+
+
+class MailReceived(Event):
+    """Envelope of one accepted message; the raw bytes travel beside it in the frame."""
+
+    message_id: str
+    received_at: datetime
+    client_ip: str
+    client_helo: str = ""
+    mail_from: str
+    rcpt_tos: list[str]
+    direction: Direction
+    size: int
+    tls: TlsInfo | None = None
+    rfc_message_id: str = ""
+    subject: str = ""
+    header_from: str = ""
+
+
+class SymbolHit(Event):
+    name: str
+    score: float
+    detail: str = ""
+
+
+Scorer = Literal["antispam", "antivirus", "ocr"]
+
+
+class Verdict(Event):
+    message_id: str
+    scorer: str
+    symbols: list[SymbolHit] = Field(default_factory=list)
+    score: float = 0.0
+    duration_ms: float = 0.0
+    viruses: list[str] = Field(default_factory=list)
+    failed: bool = False
+    error: str = ""
+
+    @classmethod
+    def of(cls, message_id: str, scorer: str, hits: list[SymbolHit], duration_ms: float,
+           viruses: list[str] | None = None, failed: bool = False, error: str = "") -> Verdict:
+        return cls(message_id=message_id, scorer=scorer, symbols=hits,
+                   score=round(sum(h.score for h in hits), 3), duration_ms=round(duration_ms, 3),
+                   viruses=viruses or [], failed=failed, error=error)
+
+
+class Fate(StrEnum):
+    ACCEPT = "accept"
+    BLOCK = "block"
+    QUARANTINE = "quarantine"
+
+
+class HeaderChange(Event):
+    name: str
+    value: str
+
+
+class RecipientDecision(Event):
+    recipient: str
+    fate: Fate
+    rule: str
+    spam: bool = False
+    quarantine_kind: str = ""  # "spam" | "virus" | "policy" when fate is quarantine
+    add_headers: list[HeaderChange] = Field(default_factory=list)
+    subject_tag: str = ""
+
+
+class MailAction(Event):
+    """The decision on one message, per recipient; the original travels beside it in the frame."""
+
+    message_id: str
+    decided_at: datetime
+    received_at: datetime
+    mail_from: str
+    direction: Direction
+    client_ip: str
+    subject: str = ""
+    score: float
+    symbols: list[SymbolHit] = Field(default_factory=list)
+    viruses: list[str] = Field(default_factory=list)
+    missing_scorers: list[str] = Field(default_factory=list)
+    failed_scorers: list[str] = Field(default_factory=list)
+    decisions: list[RecipientDecision]
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    QUARANTINED = "quarantined"
+    BLOCKED = "blocked"
+
+
+class DeliveryResult(Event):
+    message_id: str
+    recipient: str
+    status: DeliveryStatus
+    at: datetime
+    attempt: int = 1
+    smtp_code: int = 0
+    smtp_response: str = ""
+    next_attempt_at: datetime | None = None
+    relay: str = ""
+
+
+class RetryEnvelope(Event):
+    """Header of a deferred delivery travelling on a retry topic."""
+
+    action: MailAction
+    recipients: list[str]
+    attempt: int
+    first_attempt_at: datetime
+    not_before: datetime
+
+
+class QuarantinedMessage(Event):
+    message_id: str
+    kind: str
+    recipients: list[str]
+    mail_from: str
+    subject: str = ""
+    score: float = 0.0
+    symbols: list[SymbolHit] = Field(default_factory=list)
+    viruses: list[str] = Field(default_factory=list)
+    received_at: datetime
+    quarantined_at: datetime
+    rule: str = ""
+
+
+class SmtpEvent(Event):
+    """A refusal (or other notable event) during the SMTP dialogue, for statistics."""
+
+    at: datetime
+    client_ip: str
+    helo: str = ""
+    mail_from: str = ""
+    rcpt: str = ""
+    reason: str
+    check: str
+    code: int
+    session_id: str = ""

@@ -1,0 +1,1 @@
+"""Local orchestration of the gateway's real components, for `make run` and the test suite."""

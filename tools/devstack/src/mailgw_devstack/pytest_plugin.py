@@ -1,0 +1,58 @@
+"""Pytest fixtures for real components: Tansu (Kafka API), redis-server, clamd.
+
+Session-scoped: one of each per test run, on free ports, in a temporary state directory.
+Tests that need isolation use unique topic names / Redis key prefixes / group ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .infra import Managed, start_clamd, start_redis, start_tansu
+
+
+@pytest.fixture(scope="session")
+def infra_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Short path: unix sockets and tools dislike long ones.
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def kafka(infra_state: Path) -> Iterator[Managed]:
+    broker = start_tansu(infra_state / "kafka")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka: Managed) -> str:
+    return f"127.0.0.1:{kafka.port}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(infra_state: Path) -> Iterator[Managed]:
+    server = start_redis(infra_state)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: Managed) -> str:
+    return f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+@pytest.fixture(scope="session")
+def clamd(infra_state: Path) -> Iterator[Managed]:
+    server = start_clamd(infra_state)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic names, group ids and key prefixes."""
+    return uuid.uuid4().hex[:10]
