@@ -103,6 +103,8 @@ class RecipientDecision(Event):
     quarantine_kind: str = ""  # "spam" | "virus" | "policy" when fate is quarantine
     add_headers: list[HeaderChange] = Field(default_factory=list)
     subject_tag: str = ""
+    # Header fields removed before delivery (e.g. forged X-Spam-* from the sender).
+    remove_headers: list[str] = Field(default_factory=list)
 
 
 class MailAction(Event):

@@ -41,6 +41,9 @@ class ServiceRuntime:
     name: str
     settings: ServiceSettings
     broker: KafkaBroker | None = None
+    # Run first, before the broker is connected (e.g. a listener that must answer even while Kafka is down).
+    on_boot: list[Hook] = field(default_factory=list)
+    # Run once the broker is connected.
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
@@ -79,6 +82,8 @@ class ServiceRuntime:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        for hook in self.on_boot:
+            await hook()
         if self.broker is not None:
             self.spawn(self._connect_broker(), "connect-broker")
         else:

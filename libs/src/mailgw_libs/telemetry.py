@@ -46,6 +46,9 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # aiokafka logs every reconnect attempt at ERROR; keep them, but not their tracebacks' noise twice.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    # Per-message and per-command chatter (FastStream "Received/Processed", aiosmtpd's dialogue log).
+    logging.getLogger(f"mailgw.{service}.faststream").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("service").info("logging ready", extra={"service": service})
 
 

@@ -41,7 +41,7 @@ BODY_RULES: tuple[PhraseRule, ...] = (
                "Asks to click a link"),
     PhraseRule("PHRASE_GUARANTEE", r"\b100\s?%\s+(?:guaranteed|free|satisfaction|legal|risk[\s-]free)\b", 1.2,
                "Absolute guarantee"),
-    PhraseRule("PHRASE_YOU_WON", r"\byou(?:'ve|\s+have)?\s+(?:won|been\s+selected|are\s+a\s+winner)\b", 2.0,
+    PhraseRule("PHRASE_YOU_WON", r"\byou(?:'ve|\s+have)?\s+(?:won(?!')|been\s+selected|are\s+a\s+winner)\b", 2.0,
                "Tells the reader they won"),
     PhraseRule("PHRASE_CLAIM_PRIZE", r"\bclaim\s+your\s+(?:prize|reward|winnings|gift)\b", 2.0,
                "Claim a prize"),

@@ -23,7 +23,7 @@ SYMBOLS: dict[str, tuple[float, str]] = {
     "INVALID_MID": (0.5, "Message-ID is not of the form <local@domain>"),
     "MISSING_FROM": (2.0, "No From header"),
     "MISSING_SUBJECT": (0.5, "No Subject header"),
-    "FROM_REPLYTO_DIFF_DOMAIN": (1.0, "Reply-To goes to a different domain than From"),
+    "FROM_REPLYTO_DIFF_DOMAIN": (0.5, "Reply-To goes to a different domain than From"),
 }
 
 
@@ -70,6 +70,8 @@ def check_from_and_subject(msg: Message) -> list[SymbolHit]:
 
 
 def check_reply_to(msg: Message) -> list[SymbolHit]:
+    if "List-Id" in msg or "List-Post" in msg:
+        return []  # mailing lists set Reply-To to the list on purpose
     from_addrs = [a for _, a in getaddresses([mime.decoded_header(msg, "From")]) if a]
     reply_addrs = [a for _, a in getaddresses([mime.decoded_header(msg, "Reply-To")]) if a]
     if not from_addrs or not reply_addrs:

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from mailgw_libs.settings import ServiceSettings
+
+DEFAULT_RETRY_DELAYS_S = [60, 300, 1800, 7200, 21600]
+
+
+class DeliverySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILGW_DELIVERY_", extra="ignore", populate_by_name=True)
+
+    http_port: int = 9106
+
+    # The downstream relay every accepted message goes to.
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 25
+    # Name sent in EHLO (never resolved through DNS at run time).
+    helo_name: str = Field(default_factory=socket.gethostname)
+    connect_timeout_s: float = 30.0
+    command_timeout_s: float = 60.0
+    # STARTTLS towards the relay: "opportunistic" upgrades when offered, "required" defers without it.
+    relay_starttls: Literal["off", "opportunistic", "required"] = "opportunistic"
+    # Verify the relay's certificate (off by default: opportunistic TLS to an internal relay).
+    relay_tls_verify: bool = False
+
+    # Wait before attempt n+1 after attempt n was deferred; the last delay repeats.
+    retry_delays_s: list[int] = Field(default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S))
+    # A message still deferred this long after its first attempt bounces.
+    queue_lifetime_s: int = 5 * 24 * 3600
+    # A retry record not yet due holds its consumer at most this long before it is fetched again.
+    retry_poll_max_s: float = 5.0
+
+    # Ledger of (message id, recipient) pairs the relay has accepted: a redelivered action never sends twice.
+    ledger_prefix: str = "mailgw:delivery:sent:"
+    ledger_ttl_s: int = 6 * 24 * 3600
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _positive_delays(cls, value: list[int]) -> list[int]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("retry_delays_s needs at least one delay, all positive (seconds)")
+        return value
+
+    @property
+    def relay(self) -> str:
+        return f"{self.relay_host}:{self.relay_port}"

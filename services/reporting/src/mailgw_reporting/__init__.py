@@ -1,0 +1,1 @@
+"""Reporting: every gateway event into ClickHouse; statistics, message tracking and quarantine over HTTP."""

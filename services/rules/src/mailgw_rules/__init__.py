@@ -1,0 +1,1 @@
+"""Rules service: joins scorer verdicts per message (Redis), applies the policy, publishes mail.actions."""
