@@ -62,7 +62,9 @@ def make_broker(settings: ServiceSettings, service: str, tracer_provider: Tracer
         settings.kafka_bootstrap,
         acks="all",
         max_request_size=settings.kafka_max_bytes,
-        request_timeout_ms=int(settings.publish_timeout_s * 1000),
+        # Not the publish deadline (bus.publish enforces that): group joins on Tansu take ~5 s
+        # and must not time out.
+        request_timeout_ms=40_000,
         client_id=f"mailgw-{service}",
         middlewares=middlewares,
         logger=logging.getLogger(f"mailgw.{service}.faststream"),

@@ -20,16 +20,17 @@ def shared(name: str) -> AliasChoices:
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAILGW_", extra="ignore", populate_by_name=True)
 
-    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared("KAFKA_BOOTSTRAP"))
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=shared("REDIS_URL"))
-    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, validation_alias=shared("MAX_MESSAGE_BYTES"))
-    log_level: str = Field("INFO", validation_alias=shared("LOG_LEVEL"))
-    partitions: int = Field(4, validation_alias=shared("PARTITIONS"))
+    # default= as a keyword: mypy (no pydantic plugin) only sees keyword defaults, else `Settings()` fails type checks.
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", validation_alias=shared("KAFKA_BOOTSTRAP"))
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias=shared("REDIS_URL"))
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, validation_alias=shared("MAX_MESSAGE_BYTES"))
+    log_level: str = Field(default="INFO", validation_alias=shared("LOG_LEVEL"))
+    partitions: int = Field(default=4, validation_alias=shared("PARTITIONS"))
     # Health, readiness and metrics endpoint of this process.
     http_host: str = "127.0.0.1"
     http_port: int = 9100
     # Publishing waits at most this long for the broker's acknowledgement.
-    publish_timeout_s: float = Field(10.0, validation_alias=shared("PUBLISH_TIMEOUT_S"))
+    publish_timeout_s: float = Field(default=10.0, validation_alias=shared("PUBLISH_TIMEOUT_S"))
 
     @property
     def kafka_max_bytes(self) -> int:

@@ -71,7 +71,7 @@ class _DeadlineSocket:
         self._sock.close()
 
 
-class _Client(pyclamd.ClamdNetworkSocket):  # type: ignore[misc]  # pyclamd has no type hints
+class _Client(pyclamd.ClamdNetworkSocket):
     """pyclamd's network client with one deadline for the whole conversation (see `_DeadlineSocket`)."""
 
     clamd_socket: Any
@@ -118,6 +118,9 @@ class ClamdScanner:
             # clamd drops the connection when the stream exceeds its StreamMaxLength.
             return ScanResult(error=f"clamd {self.host}:{self.port} closed the connection during a stream of "
                                     f"{len(data)} bytes (over StreamMaxLength?): {type(exc).__name__}: {exc}")
+        except IndexError as exc:
+            # pyclamd's reply parser fails on a reply it does not understand: a clamd problem, not the message's.
+            return ScanResult(error=f"clamd {self.host}:{self.port}: unexpected reply ({exc!r})")
         except OSError as exc:  # pyclamd.ConnectionError, ConnectionError, TimeoutError are all OSError
             if client is not None and client.expired():
                 # pyclamd turns our TimeoutError into a vague "Unable to scan stream": say what happened.

@@ -14,6 +14,7 @@ because the relay is misconfigured or busy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import time
@@ -29,9 +30,8 @@ from aiosmtplib import (
     SMTPResponseException,
     SMTPSenderRefused,
 )
-from prometheus_client import Histogram
-
 from mailgw_libs.events import DeliveryStatus
+from prometheus_client import Histogram
 
 log = logging.getLogger("mailgw.delivery.relay")
 
@@ -152,10 +152,8 @@ class SmtpRelay:
                                        for r in tx.recipients if r not in done]
                 log.warning("relay session failed", extra={"relay": self.name, "error": str(failure)})
             else:
-                try:
+                with contextlib.suppress(SMTPException, OSError, TimeoutError):
                     await client.quit()
-                except (SMTPException, OSError, TimeoutError):
-                    pass
         finally:
             client.close()
             SESSION_SECONDS.observe(time.perf_counter() - started)

@@ -54,13 +54,13 @@ def build(settings: RulesSettings, redis_prefix: str | None = None) -> ServiceRu
         await join.add_verdict(verdict)
         await decider.decide_if_complete(verdict.message_id)
 
-    @broker.subscriber(topics.MAIL_RECEIVED, **bus.consumer_options(SERVICE, settings))
-    async def on_received(msg: KafkaMessage) -> None:
-        await guard.run(msg, handle_received)
+    handlers = {topics.MAIL_RECEIVED: handle_received, topics.MAIL_VERDICTS: handle_verdict}
 
-    @broker.subscriber(topics.MAIL_VERDICTS, **bus.consumer_options(SERVICE, settings))
-    async def on_verdict(msg: KafkaMessage) -> None:
-        await guard.run(msg, handle_verdict)
+    # One consumer for both topics: one group member per process (Tansu's group coordinator
+    # stalls when one process joins the same group twice for different topics).
+    @broker.subscriber(*handlers, **bus.consumer_options(SERVICE, settings))
+    async def on_message(msg: KafkaMessage) -> None:
+        await guard.run(msg, handlers[msg.raw_message.topic])
 
     async def sweep_deadlines() -> None:
         """Decides messages whose deadline passed with the verdicts they have (a scorer is late or dead)."""

@@ -1,0 +1,79 @@
+"""Wiring: mail.actions and mail.retry.<delay>s -> relay / quarantine / block -> mail.delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from faststream.kafka.annotations import KafkaMessage
+from mailgw_libs import bus, frames, topics
+from mailgw_libs.events import MailAction, RetryEnvelope, utcnow
+from mailgw_libs.service import ServiceRuntime, setup
+
+from .dedupe import DeliveryLedger
+from .fates import FateApplier
+from .relay import SmtpRelay
+from .retry import RetrySchedule, wait_before_retry
+from .settings import DeliverySettings
+
+SERVICE = "delivery"
+
+log = logging.getLogger("mailgw.delivery")
+
+
+def build(settings: DeliverySettings) -> ServiceRuntime:
+    provider = setup(SERVICE, settings)
+    broker = bus.make_broker(settings, SERVICE, provider)
+    guard = bus.DeadLetterGuard(broker, SERVICE, settings.publish_timeout_s)
+    schedule = RetrySchedule.of(settings.retry_delays_s, settings.queue_lifetime_s)
+    runtime = ServiceRuntime(SERVICE, settings, broker,
+                             topic_specs=topics.all_topics(schedule.distinct_delays))
+
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    ledger = DeliveryLedger(client, settings.ledger_prefix, settings.ledger_ttl_s)
+    relay = SmtpRelay(settings.relay_host, settings.relay_port, settings.helo_name, settings.connect_timeout_s,
+                      settings.command_timeout_s, settings.relay_starttls, settings.relay_tls_verify)
+
+    async def publish(body: bytes, topic: str, key: str) -> None:
+        await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
+
+    applier = FateApplier(relay, ledger, schedule, publish)
+
+    async def handle_action(msg: KafkaMessage) -> None:
+        action, raw = await asyncio.to_thread(frames.unpack, bytes(msg.body), MailAction, settings.kafka_max_bytes)
+        await applier.apply(action, raw)
+
+    async def handle_retry(msg: KafkaMessage) -> None:
+        data = bytes(msg.body)
+        head = frames.unpack_header(data, RetryEnvelope)  # no decompression while it is not due
+        wait_s, due = wait_before_retry(head.not_before, utcnow(), settings.retry_poll_max_s)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        if not due:
+            # Rewind to this record without committing: it is fetched again, and so is
+            # everything behind it in the partition (all due later: same delay per topic).
+            await msg.nack()
+            return
+        envelope, raw = await asyncio.to_thread(frames.unpack, data, RetryEnvelope, settings.kafka_max_bytes)
+        await applier.apply(envelope.action, raw, envelope.recipients, envelope.attempt, envelope.first_attempt_at)
+
+    @broker.subscriber(topics.MAIL_ACTIONS, **bus.consumer_options(SERVICE, settings))
+    async def on_action(msg: KafkaMessage) -> None:
+        await guard.run(msg, handle_action)
+
+    for delay in schedule.distinct_delays:
+        # A group per retry topic: a consumer waiting for its head to fall due never
+        # rebalances, or is rebalanced by, the others.
+        options = bus.consumer_options(f"{SERVICE}-retry-{delay}s", settings)
+
+        @broker.subscriber(topics.retry_topic(delay), **options)
+        async def on_retry(msg: KafkaMessage) -> None:
+            await guard.run(msg, handle_retry)
+
+    async def close_redis() -> None:
+        await client.aclose()
+
+    runtime.checks["redis"] = ledger.ping
+    runtime.on_stop.append(close_redis)
+    return runtime

@@ -1,0 +1,178 @@
+"""Applies a MailAction: relays, quarantines or blocks each recipient and reports every result.
+
+Order of effects, all done before the handler returns (the input offset is committed after):
+
+1. quarantine records to mail.quarantine (original bytes), one per (kind, rule);
+2. accepted recipients: the ledger is read and recipients already sent are skipped, the rest
+   go to the relay in one session; what the relay accepted is written to the ledger;
+3. deferred recipients: one retry envelope with the original bytes on the retry topic of the
+   next delay, or BOUNCED once the queue lifetime is over;
+4. one DeliveryResult per recipient to mail.delivery.
+
+A failure to publish (Kafka) or to read the ledger (Redis) propagates: the input is
+redelivered, and the ledger keeps what was already sent from being sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from mailgw_libs import frames, topics
+from mailgw_libs.events import (
+    DeliveryResult,
+    DeliveryStatus,
+    MailAction,
+    QuarantinedMessage,
+    RetryEnvelope,
+    utcnow,
+)
+from prometheus_client import Counter
+
+from .plan import DeliveryGroup, QuarantineGroup, plan_action
+from .relay import RecipientOutcome, Transaction
+from .retry import LIFETIME_EXCEEDED, RetrySchedule
+
+log = logging.getLogger("mailgw.delivery")
+
+RESULTS = Counter("mailgw_delivery_results_total", "Delivery results published, by status", ["status"])
+
+Publish = Callable[[bytes, str, str], Awaitable[None]]  # (body, topic, key)
+Clock = Callable[[], datetime]
+
+
+class Relay(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def deliver(self, transactions: Sequence[Transaction]) -> list[list[RecipientOutcome]]: ...
+
+
+class Ledger(Protocol):
+    async def delivered(self, message_id: str, recipients: Sequence[str]) -> dict[str, str]: ...
+
+    async def mark(self, message_id: str, sent: Sequence[tuple[str, str]]) -> bool: ...
+
+
+def ledger_value(outcome: RecipientOutcome) -> str:
+    return f"{outcome.code} {outcome.response}".strip()
+
+
+def parse_ledger_value(value: str) -> tuple[int, str]:
+    head, _, rest = value.partition(" ")
+    return (int(head), rest) if head.isdigit() else (0, value)
+
+
+class FateApplier:
+    def __init__(self, relay: Relay, ledger: Ledger, schedule: RetrySchedule, publish: Publish,
+                 clock: Clock = utcnow) -> None:
+        self.relay = relay
+        self.ledger = ledger
+        self.schedule = schedule
+        self.publish = publish
+        self.clock = clock
+
+    async def apply(self, action: MailAction, raw: bytes, recipients: Sequence[str] | None = None,
+                    attempt: int = 1, first_attempt_at: datetime | None = None) -> list[DeliveryResult]:
+        """Handle the action (or, on a retry, only `recipients` of it); returns the results published."""
+        now = self.clock()
+        first = first_attempt_at or now
+        plan = plan_action(action, recipients)
+        results: list[DeliveryResult] = []
+
+        def result(recipient: str, status: DeliveryStatus, **fields: object) -> DeliveryResult:
+            return DeliveryResult.model_validate(
+                {"message_id": action.message_id, "recipient": recipient, "status": status, "at": now,
+                 "attempt": attempt, **fields})
+
+        for decision in plan.blocked:
+            results.append(result(decision.recipient, DeliveryStatus.BLOCKED,
+                                  smtp_response=f"blocked: {decision.rule}"))
+
+        for group in plan.quarantines:
+            await self._quarantine(action, raw, group, now)
+            results += [result(r, DeliveryStatus.QUARANTINED, smtp_response=f"quarantined ({group.kind})")
+                        for r in group.recipients]
+
+        if plan.deliveries:
+            results += await self._deliver(action, raw, plan.deliveries, attempt, first, now, result)
+
+        await asyncio.gather(*(self.publish(r.model_dump_json().encode(), topics.MAIL_DELIVERY, action.message_id)
+                               for r in results))
+        for r in results:
+            RESULTS.labels(r.status.value).inc()
+        return results
+
+    async def _quarantine(self, action: MailAction, raw: bytes, group: QuarantineGroup, now: datetime) -> None:
+        header = QuarantinedMessage(
+            message_id=action.message_id, kind=group.kind, recipients=list(group.recipients),
+            mail_from=action.mail_from, subject=action.subject, score=action.score, symbols=action.symbols,
+            viruses=action.viruses, received_at=action.received_at, quarantined_at=now, rule=group.rule,
+        )
+        frame = await asyncio.to_thread(frames.pack, header, raw)
+        await self.publish(frame, topics.MAIL_QUARANTINE, action.message_id)
+        log.info("quarantined", extra={"message_id": action.message_id, "kind": group.kind,
+                                       "recipients": list(group.recipients)})
+
+    async def _deliver(self, action: MailAction, raw: bytes, groups: list[DeliveryGroup], attempt: int,
+                       first: datetime, now: datetime,
+                       result: Callable[..., DeliveryResult]) -> list[DeliveryResult]:
+        relay = self.relay.name
+        wanted = [r for g in groups for r in g.recipients]
+        already = await self.ledger.delivered(action.message_id, wanted)
+        results: list[DeliveryResult] = []
+        for recipient, value in already.items():
+            code, response = parse_ledger_value(value)
+            results.append(result(recipient, DeliveryStatus.DELIVERED, smtp_code=code, smtp_response=response,
+                                  relay=relay))
+
+        transactions: list[Transaction] = []
+        for group in groups:
+            todo = tuple(r for r in group.recipients if r not in already)
+            if todo:
+                transactions.append(Transaction(action.mail_from, todo, group.render(raw)))
+        if not transactions:
+            return results
+
+        outcomes = [o for tx_outcomes in await self.relay.deliver(transactions) for o in tx_outcomes]
+        sent = [(o.recipient, ledger_value(o)) for o in outcomes if o.status is DeliveryStatus.DELIVERED]
+        await self.ledger.mark(action.message_id, sent)
+
+        deferred = [o for o in outcomes if o.status is DeliveryStatus.DEFERRED]
+        step = self.schedule.next_step(attempt, first, now) if deferred else None
+        if deferred and step is not None:
+            envelope = RetryEnvelope(action=action, recipients=[o.recipient for o in deferred], attempt=step.attempt,
+                                     first_attempt_at=first, not_before=step.not_before)
+            frame = await asyncio.to_thread(frames.pack, envelope, raw)
+            await self.publish(frame, step.topic, action.message_id)
+            log.info("deferred", extra={"message_id": action.message_id, "attempt": attempt,
+                                        "retry_topic": step.topic, "recipients": envelope.recipients})
+
+        for o in outcomes:
+            if o.status is DeliveryStatus.DEFERRED and step is not None:
+                results.append(result(o.recipient, DeliveryStatus.DEFERRED, smtp_code=o.code,
+                                      smtp_response=o.response, next_attempt_at=step.not_before, relay=relay))
+            elif o.status is DeliveryStatus.DEFERRED:
+                results.append(result(o.recipient, DeliveryStatus.BOUNCED, smtp_code=o.code,
+                                      smtp_response=LIFETIME_EXCEEDED, relay=relay))
+                self._bounce(action, o.recipient, f"{LIFETIME_EXCEEDED}; last answer: {o.code} {o.response}")
+            elif o.status is DeliveryStatus.BOUNCED:
+                results.append(result(o.recipient, DeliveryStatus.BOUNCED, smtp_code=o.code,
+                                      smtp_response=o.response, relay=relay))
+                self._bounce(action, o.recipient, f"{o.code} {o.response}")
+            else:
+                results.append(result(o.recipient, o.status, smtp_code=o.code, smtp_response=o.response,
+                                      relay=relay))
+        return results
+
+    def _bounce(self, action: MailAction, recipient: str, reason: str) -> None:
+        extra = {"message_id": action.message_id, "recipient": recipient, "reason": reason,
+                 "mail_from": action.mail_from}
+        if not action.mail_from:
+            log.warning("bounced; null sender, so no DSN", extra=extra)
+        else:
+            # The DSN to the sender is not generated yet: the BOUNCED result is the only trace.
+            log.warning("bounced; DSN to the sender not implemented yet", extra=extra)

@@ -1,0 +1,99 @@
+"""VerdictJoin and Decider against a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from mailgw_libs import frames
+from mailgw_libs.events import Direction, MailAction, MailReceived, SymbolHit, Verdict
+from mailgw_rules.decider import Decider
+from mailgw_rules.join import VerdictJoin
+from mailgw_rules.policy import DefaultPolicy, PolicyConfig
+
+SCORERS = ["antispam", "antivirus"]
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def received(mid: str) -> bytes:
+    env = MailReceived(message_id=mid, received_at=datetime.now(UTC), client_ip="192.0.2.1", mail_from="s@x.org",
+                       rcpt_tos=["a@example.com"], direction=Direction.INBOUND, size=5)
+    return frames.pack(env, b"Subject: t\r\n\r\nbody")
+
+
+class Published:
+    def __init__(self) -> None:
+        self.actions: list[tuple[MailAction, bytes]] = []
+        self.fail = False
+
+    async def __call__(self, action: MailAction, raw: bytes) -> None:
+        if self.fail:
+            raise ConnectionError("kafka down")
+        self.actions.append((action, raw))
+
+
+def make(redis: aioredis.Redis, unique: str, deadline: float = 60) -> tuple[VerdictJoin, Decider, Published]:
+    join = VerdictJoin(redis, SCORERS, deadline, 3600, prefix=f"test:{unique}:")
+    pub = Published()
+    decider = Decider(join, DefaultPolicy(PolicyConfig(5, 10, "[SPAM]", {"antivirus": "quarantine"})), pub, 10**7)
+    return join, decider, pub
+
+
+async def test_decides_when_all_verdicts_are_in_whatever_the_order(redis: aioredis.Redis, unique: str) -> None:
+    join, decider, pub = make(redis, unique)
+    await join.add_verdict(Verdict.of("M1", "antivirus", [], 1))
+    assert not await decider.decide_if_complete("M1")
+    await join.add_received("M1", received("M1"), time.time())
+    assert not await decider.decide_if_complete("M1")
+    await join.add_verdict(Verdict.of("M1", "antispam", [SymbolHit(name="X", score=6)], 1))
+    assert await decider.decide_if_complete("M1")
+    action, raw = pub.actions[0]
+    assert action.decisions[0].spam and raw == b"Subject: t\r\n\r\nbody"
+    assert await join.is_done("M1") and await join.pending() == 0
+    # Redelivered events after the decision change nothing.
+    await join.add_verdict(Verdict.of("M1", "antispam", [], 1))
+    assert not await decider.decide("M1")
+    assert len(pub.actions) == 1
+
+
+async def test_deadline_decides_with_what_is_there(redis: aioredis.Redis, unique: str) -> None:
+    join, decider, pub = make(redis, unique, deadline=0.0)
+    await join.add_received("M2", received("M2"), time.time() - 1)
+    await join.add_verdict(Verdict.of("M2", "antispam", [], 1))
+    due = await join.due(time.time())
+    assert due == ["M2"]
+    assert await decider.decide("M2")
+    action, _ = pub.actions[0]
+    assert action.missing_scorers == ["antivirus"] and action.decisions[0].fate == "quarantine"
+
+
+async def test_publish_failure_keeps_the_message_for_a_retry(redis: aioredis.Redis, unique: str) -> None:
+    join, decider, pub = make(redis, unique, deadline=0.0)
+    await join.add_received("M3", received("M3"), time.time() - 1)
+    pub.fail = True
+    with pytest.raises(ConnectionError):
+        await decider.decide("M3")
+    assert await join.due(time.time()) == ["M3"]
+    pub.fail = False
+    assert await decider.decide("M3")
+    assert len(pub.actions) == 1
+
+
+async def test_concurrent_claims_decide_once(redis: aioredis.Redis, unique: str) -> None:
+    join, decider, pub = make(redis, unique)
+    await join.add_received("M4", received("M4"), time.time())
+    assert await join.claim("M4")
+    assert not await decider.decide("M4")  # another worker holds the claim
+    await join.release("M4")
+    assert await decider.decide("M4")
+    assert len(pub.actions) == 1
