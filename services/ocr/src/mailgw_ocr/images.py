@@ -36,6 +36,10 @@ class ImageFailed(Exception):
     """Cannot be read: broken, truncated, a decompression bomb, or tesseract gave up (OCR_FAILED)."""
 
 
+class DecompressionBomb(ImageFailed):
+    """Claims more pixels than allowed: always reported, however small the file."""
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     min_bytes: int = 1024
@@ -54,7 +58,7 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageFailed(f"decompression bomb: {exc}") from exc
+        raise DecompressionBomb(f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageFailed("not a readable PNG/JPEG/GIF/BMP/TIFF/WebP image") from exc
     except _DECODE_ERRORS as exc:
@@ -63,19 +67,33 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     # Checked here too: Pillow's check depends on a global and on the warnings filter (which
     # pytest, for one, resets per test).
     if width * height > limits.max_pixels:
-        raise ImageFailed(f"decompression bomb: {width}x{height} px exceeds {limits.max_pixels} pixels")
+        raise DecompressionBomb(f"decompression bomb: {width}x{height} px exceeds {limits.max_pixels} pixels")
     return image
 
 
 def inspect(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
-    """Format, width and height from the header; raises ImageSkipped / ImageFailed."""
+    """Format, width and height from the header; raises ImageSkipped / ImageFailed.
+
+    The header is opened first (cheap at any file size) so that a pixel flood is reported even
+    when the file is tiny; other problems of files outside the size window are not worth a symbol.
+    """
+    size_problem = ""
     if len(data) < limits.min_bytes:
-        raise ImageSkipped(f"{len(data)} bytes, under {limits.min_bytes}")
-    if len(data) > limits.max_bytes:
-        raise ImageSkipped(f"{len(data)} bytes, over {limits.max_bytes}")
-    with _open(data, limits) as image:
-        width, height = image.size
-        fmt = image.format or "?"
+        size_problem = f"{len(data)} bytes, under {limits.min_bytes}"
+    elif len(data) > limits.max_bytes:
+        size_problem = f"{len(data)} bytes, over {limits.max_bytes}"
+    try:
+        with _open(data, limits) as image:
+            width, height = image.size
+            fmt = image.format or "?"
+    except DecompressionBomb:
+        raise
+    except ImageFailed:
+        if size_problem:
+            raise ImageSkipped(size_problem) from None
+        raise
+    if size_problem:
+        raise ImageSkipped(size_problem)
     if width < limits.min_side_px or height < limits.min_side_px:
         raise ImageSkipped(f"{width}x{height} px, under {limits.min_side_px} px")
     return fmt, width, height
@@ -88,7 +106,7 @@ def decode(data: bytes, limits: ImageLimits) -> Image.Image:
             image.load()  # truncated files fail here (LOAD_TRUNCATED_IMAGES stays False)
             return prepare(image, limits)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageFailed(f"decompression bomb: {exc}") from exc
+        raise DecompressionBomb(f"decompression bomb: {exc}") from exc
     except _DECODE_ERRORS as exc:
         raise ImageFailed(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 

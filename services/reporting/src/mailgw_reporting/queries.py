@@ -74,9 +74,11 @@ class Conditions:
 
     def window(self, column: str, window: Window) -> Conditions:
         if window.since is not None:
-            self.clauses.append(f"{column} >= fromUnixTimestamp64Milli({self._param(_millis(window.since), 'Int64')}, 'UTC')")
+            since = self._param(_millis(window.since), "Int64")
+            self.clauses.append(f"{column} >= fromUnixTimestamp64Milli({since}, 'UTC')")
         if window.until is not None:
-            self.clauses.append(f"{column} < fromUnixTimestamp64Milli({self._param(_millis(window.until), 'Int64')}, 'UTC')")
+            until = self._param(_millis(window.until), "Int64")
+            self.clauses.append(f"{column} < fromUnixTimestamp64Milli({until}, 'UTC')")
         return self
 
     def address_expr(self, column: str, value: str) -> str:
@@ -341,17 +343,18 @@ def _refusals(client: Client, db: str, query: TrackingQuery) -> list[dict[str, A
 
 # -- quarantine ----------------------------------------------------------------------------------
 
+# Output names differ from the column names: an alias would shadow its column in WHERE.
 QUARANTINE_FIELDS = """
-    message_id,
-    arrayStringConcat(arraySort(groupUniqArray(kind)), ',') AS kind,
-    any(sender) AS sender,
-    arraySort(groupUniqArrayArray(recipients)) AS recipients,
-    any(subject) AS subject,
-    max(score) AS score,
-    min(received_at) AS received_at,
-    min(quarantined_at) AS quarantined_at,
-    max(quarantined_at) + toIntervalDay({days:UInt32}) AS expires_at,
-    max(size) AS size
+    message_id AS id,
+    arrayStringConcat(arraySort(groupUniqArray(kind)), ',') AS o_kind,
+    any(sender) AS o_sender,
+    arraySort(groupUniqArrayArray(recipients)) AS o_recipients,
+    any(subject) AS o_subject,
+    max(score) AS o_score,
+    min(received_at) AS o_received_at,
+    min(quarantined_at) AS o_quarantined_at,
+    max(quarantined_at) + toIntervalDay({days:UInt32}) AS o_expires_at,
+    max(size) AS o_size
 """
 
 
@@ -362,16 +365,16 @@ def _alive(days: int) -> Conditions:
 
 def _quarantine_item(r: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": r["message_id"],
-        "kind": r["kind"],
-        "sender": r["sender"],
-        "recipients": list(r["recipients"]),
-        "subject": r["subject"],
-        "score": float(r["score"]),
-        "received_at": iso(r["received_at"]),
-        "quarantined_at": iso(r["quarantined_at"]),
-        "expires_at": iso(r["expires_at"]),
-        "size": int(r["size"]),
+        "id": r["id"],
+        "kind": r["o_kind"],
+        "sender": r["o_sender"],
+        "recipients": list(r["o_recipients"]),
+        "subject": r["o_subject"],
+        "score": float(r["o_score"]),
+        "received_at": iso(r["o_received_at"]),
+        "quarantined_at": iso(r["o_quarantined_at"]),
+        "expires_at": iso(r["o_expires_at"]),
+        "size": int(r["o_size"]),
     }
 
 
@@ -380,24 +383,24 @@ def quarantine_list(client: Client, db: str, days: int, query: QuarantineQuery) 
     if query.kind:
         c.add("kind = {kind}", kind=(query.kind, "String"))
     sql = f"""SELECT {QUARANTINE_FIELDS} FROM {db}.quarantine {c.sql()}
-              GROUP BY message_id ORDER BY quarantined_at DESC, message_id DESC LIMIT {{limit:UInt32}}"""
+              GROUP BY message_id ORDER BY o_quarantined_at DESC, message_id DESC LIMIT {{limit:UInt32}}"""
     params = {**c.params, "days": days, "limit": query.limit}
     return [_quarantine_item(r) for r in client.query(sql, parameters=params).named_results()]
 
 
 def quarantine_get(client: Client, db: str, days: int, message_id: str) -> dict[str, Any] | None:
     c = _alive(days).add("message_id = {id}", id=(message_id, "String"))
-    sql = f"""SELECT {QUARANTINE_FIELDS}, any(rule) AS rule,
-                     argMax(tuple(symbol_names, symbol_scores, symbol_details), score) AS symbols,
-                     arraySort(groupUniqArrayArray(viruses)) AS viruses
+    sql = f"""SELECT {QUARANTINE_FIELDS}, any(rule) AS o_rule,
+                     argMax(tuple(symbol_names, symbol_scores, symbol_details), score) AS o_symbols,
+                     arraySort(groupUniqArrayArray(viruses)) AS o_viruses
               FROM {db}.quarantine {c.sql()} GROUP BY message_id"""
     rows = list(client.query(sql, parameters={**c.params, "days": days}).named_results())
     if not rows:
         return None
     r = rows[0]
-    names, scores, details = r["symbols"]
-    return {**_quarantine_item(r), "rule": r["rule"], "symbols": _symbols(names, scores, details),
-            "viruses": list(r["viruses"])}
+    names, scores, details = r["o_symbols"]
+    return {**_quarantine_item(r), "rule": r["o_rule"], "symbols": _symbols(names, scores, details),
+            "viruses": list(r["o_viruses"])}
 
 
 def quarantine_raw(client: Client, db: str, days: int, message_id: str) -> bytes | None:

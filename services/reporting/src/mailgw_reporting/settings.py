@@ -1,9 +1,8 @@
 import re
 
+from mailgw_libs.settings import ServiceSettings, shared
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
-
-from mailgw_libs.settings import ServiceSettings, shared
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -14,11 +13,11 @@ class ReportingSettings(ServiceSettings):
     http_port: int = 8025
     # Where the reports live: `chdb://<dir>` (embedded ClickHouse, one process per directory; a relative
     # directory is relative to the working directory) or `http(s)://user:password@host:port` (a server).
-    clickhouse_url: str = Field("chdb://var/clickhouse", validation_alias=shared("CLICKHOUSE_URL"))
+    clickhouse_url: str = Field(default="chdb://var/clickhouse", validation_alias=shared("CLICKHOUSE_URL"))
     # Database holding the reporting tables (created at start).
     database: str = "mailgw"
     # Quarantined messages (metadata and raw bytes) are kept this many days after quarantined_at.
-    quarantine_days: int = Field(7, ge=1, le=3650)
+    quarantine_days: int = Field(default=7, ge=1, le=3650)
 
     @field_validator("database")
     @classmethod

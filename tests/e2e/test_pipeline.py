@@ -1,0 +1,140 @@
+"""End to end on the real stack: SMTP in, Kafka through every service, SMTP out, counted in ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from mailgw_devstack.stack import Stack
+
+from .conftest import E2E_MAX_MESSAGE_BYTES
+from .mail import api, delivered, eicar_zip, gtube, ham, image_spam, queue_id, send, send_sync, token, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def tracking(stack: Stack, message_id: str, recipient: str = "user@example.com") -> dict[str, Any] | None:
+    rows = api(stack.ports.reporting, "/api/v1/tracking", recipient=recipient, limit="1000").json()
+    for row in rows.get("rows", rows) if isinstance(rows, dict) else rows:
+        if row.get("message_id") == message_id:
+            return row
+    return None
+
+
+def final_status(stack: Stack, message_id: str, statuses: set[str], timeout: float = 90) -> dict[str, Any]:
+    row = wait_for(lambda: (r := tracking(stack, message_id)) and r.get("status") in statuses and r, timeout=timeout)
+    assert row, f"{message_id}: no tracking row with status in {statuses}: {tracking(stack, message_id)}"
+    return row
+
+
+def test_ham_is_delivered_untouched(stack: Stack) -> None:
+    marker = token()
+    code, answer = send_sync(stack.ports.smtp, ham(f"Minutes {marker}"))
+    assert code == 250 and answer.startswith("2.0.0 Ok: queued as ")
+    mails = wait_for(lambda: delivered(stack.delivered_dir, marker), timeout=90)
+    assert mails, "ham not delivered to the sink"
+    mail = mails[0]
+    assert b"X-Spam-Flag" not in mail and b"[SPAM]" not in mail
+    assert f"id {queue_id(answer)}".encode() in mail  # our Received header
+    assert b"attached are the minutes" in mail
+    row = final_status(stack, queue_id(answer), {"delivered"})
+    assert row["sender"] == "alice@sender.test"
+
+
+def test_image_spam_is_tagged_by_ocr(stack: Stack) -> None:
+    marker = token()
+    code, answer = send_sync(stack.ports.smtp, image_spam(f"Picture {marker}"))
+    assert code == 250
+    mails = wait_for(lambda: delivered(stack.delivered_dir, marker), timeout=120)
+    assert mails, "image spam not delivered (tagged)"
+    mail = mails[0]
+    assert b"X-Spam-Flag: YES" in mail
+    assert f"Subject: [SPAM] Picture {marker}".encode() in mail
+    row = final_status(stack, queue_id(answer), {"delivered"})
+    assert {"PHRASE_PHARMA_BRANDS"} <= {s["name"] for s in row["symbols"]}
+
+
+def test_gtube_is_quarantined(stack: Stack) -> None:
+    marker = token()
+    code, answer = send_sync(stack.ports.smtp, gtube(f"Test {marker}"))
+    assert code == 250
+    mid = queue_id(answer)
+    row = final_status(stack, mid, {"quarantined"})
+    assert "GTUBE" in {s["name"] for s in row["symbols"]}
+    items = wait_for(lambda: [q for q in api(stack.ports.reporting, "/api/v1/quarantine").json()["items"]
+                              if q["id"] == mid])
+    assert items and items[0]["kind"] == "spam"
+    raw = api(stack.ports.reporting, f"/api/v1/quarantine/{mid}/raw")
+    assert raw.status_code == 200 and marker.encode() in raw.content
+    assert not delivered(stack.delivered_dir, marker)
+
+
+def test_zipped_eicar_is_blocked(stack: Stack) -> None:
+    marker = token()
+    code, answer = send_sync(stack.ports.smtp, eicar_zip(f"Invoice {marker}"))
+    assert code == 250
+    row = final_status(stack, queue_id(answer), {"blocked"})
+    assert any("Eicar" in v for v in row["viruses"])
+    assert not delivered(stack.delivered_dir, marker)
+
+
+def test_unknown_relay_domain_is_refused_and_counted(stack: Stack) -> None:
+    before = api(stack.ports.reporting, "/api/v1/stats/summary").json()["rejected"]
+
+    async def attempt() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=stack.ports.smtp, source_address=("127.0.0.2", 0),
+                               start_tls=False, local_hostname="client.test")
+        await smtp.connect()
+        await smtp.ehlo()
+        await smtp.mail("spammer@sender.test")
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as err:
+            await smtp.rcpt("victim@elsewhere.test")
+        assert err.value.code == 554 and "5.7.1" in err.value.message
+        await smtp.quit()
+
+    asyncio.run(attempt())
+    assert wait_for(lambda: api(stack.ports.reporting, "/api/v1/stats/summary").json()["rejected"] > before)
+
+
+def test_bad_input_gets_clear_answers_and_nothing_accepted_is_lost(stack: Stack) -> None:
+    marker = token()
+    samples = {
+        "malformed-mime": (f"Subject: mime {marker}\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+                           "--zz\r\nContent-Type: text/plain\r\n\r\nunterminated part\r\n").encode(),
+        "8bit-headers": f"Subject: 8bit {marker} \xff\xfe\r\nFrom: \xc3\x28@\xa0\r\n\r\n\xff body\r\n".encode("latin-1"),
+        "empty-body": f"Subject: empty {marker}\r\n\r\n".encode(),
+    }
+    accepted = {}
+    for name, raw in samples.items():
+        code, answer = send_sync(stack.ports.smtp, raw)
+        assert code == 250, (name, code, answer)
+        accepted[name] = queue_id(answer)
+    # A 0-byte message is accepted too.
+    code, answer = send_sync(stack.ports.smtp, b"")
+    assert code == 250
+    accepted["zero-bytes"] = queue_id(answer)
+    # Just over the size limit: a clear 552, nothing queued.
+    too_big = f"Subject: big {marker}\r\n\r\n".encode() + (b"y" * 998 + b"\r\n") * (E2E_MAX_MESSAGE_BYTES // 1000 + 1)
+    with pytest.raises(aiosmtplib.SMTPDataError) as err:
+        send_sync(stack.ports.smtp, too_big)
+    assert err.value.code == 552 and "5.3.4" in err.value.message
+    for name, mid in accepted.items():
+        row = final_status(stack, mid, {"delivered", "quarantined", "blocked"})
+        assert row, name
+
+
+def test_stats_count_every_fate(stack: Stack) -> None:
+    summary = wait_for(lambda: (s := api(stack.ports.reporting, "/api/v1/stats/summary").json())
+                       and s["received"] >= 4 and s["delivered"] >= 1 and s["quarantined"] >= 1
+                       and s["virus"] >= 1 and s["spam"] >= 2 and s["blocked"] >= 1 and s, timeout=60)
+    assert summary, api(stack.ports.reporting, "/api/v1/stats/summary").json()
+
+
+def test_every_service_is_healthy_and_exports_metrics(stack: Stack) -> None:
+    for name, svc in stack.services.items():
+        assert api(svc.port, "/healthz").status_code == 200, name
+        assert api(svc.port, "/readyz").status_code == 200, name
+        assert b"# HELP" in api(svc.port, "/metrics").content, name
