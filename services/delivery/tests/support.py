@@ -13,6 +13,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiosmtpd.controller import Controller
+from mailgw_delivery.app import build
+from mailgw_delivery.settings import DeliverySettings
 from mailgw_libs.events import (
     DeliveryResult,
     Direction,
@@ -23,9 +25,6 @@ from mailgw_libs.events import (
     new_message_id,
 )
 from mailgw_libs.service import ServiceRuntime
-
-from mailgw_delivery.app import build
-from mailgw_delivery.settings import DeliverySettings
 
 RAW = (
     b"From: Alice <alice@example.org>\r\n"
@@ -67,7 +66,7 @@ class SinkHandler:
     data_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         reply = self.rcpt_replies.get(address)
         if reply:
@@ -75,7 +74,7 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             self.data_commands += 1
             if self.data_replies:
@@ -174,13 +173,13 @@ class TopicReader:
                 if r.value is not None and r.key == message_id.encode()]
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], bool], within_s: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if predicate():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise AssertionError(f"timed out after {within_s:.0f}s waiting for {what}")
 
 
 # --- builders --------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def settings_for(kafka: str, redis_url: str, relay_port: int, unique: str, **ove
     values: dict[str, Any] = {
         "kafka_bootstrap": kafka, "redis_url": redis_url, "relay_host": "127.0.0.1", "relay_port": relay_port,
         "helo_name": "delivery.test", "connect_timeout_s": 2.0, "command_timeout_s": 5.0,
-        "retry_delays_s": [1, 2], "retry_poll_max_s": 0.5, "ledger_prefix": f"test:{unique}:sent:",
+        "retry_delays_s": [1, 2], "ledger_prefix": f"test:{unique}:sent:",
         "publish_timeout_s": 10.0, "http_port": 0,
     }
     values.update(overrides)
@@ -215,9 +214,9 @@ def settings_for(kafka: str, redis_url: str, relay_port: int, unique: str, **ove
 
 
 @contextlib.asynccontextmanager
-async def running(settings: DeliverySettings, timeout: float = 30.0) -> AsyncIterator[ServiceRuntime]:
+async def running(settings: DeliverySettings, start_within_s: float = 30.0) -> AsyncIterator[ServiceRuntime]:
     """The service in-process: lifespan entered and the broker connected (subscribers started)."""
     runtime = build(settings)
     async with runtime.lifespan(runtime.app()):
-        await wait_until(lambda: runtime.started, timeout, "the delivery service to start")
+        await wait_until(lambda: runtime.started, start_within_s, "the delivery service to start")
         yield runtime

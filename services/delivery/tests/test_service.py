@@ -8,7 +8,6 @@ from mailgw_libs.events import DeliveryStatus, Fate, QuarantinedMessage
 from .conftest import SinkFactory
 from .support import (
     RAW,
-    SinkHandler,
     TopicReader,
     action,
     decision,
@@ -50,7 +49,7 @@ async def test_accepted_mail_arrives_with_changes_and_identical_body(
     tagged = sink.handler.deliveries_to("bob@example.com")
     assert len(tagged) == 1 and sorted(tagged[0].rcpt_tos) == ["bob@example.com", "dave@example.com"]
     assert tagged[0].mail_from == "alice@example.org"
-    head, _, body = mime.split_head(tagged[0].content)
+    body = mime.split_head(tagged[0].content)[2]
     msg = mime.parse(tagged[0].content)
     assert msg["X-Spam-Flag"] == "YES" and msg["X-Spam-Score"] == "7.5"
     assert msg["Subject"] == "[SPAM] Quarterly report"

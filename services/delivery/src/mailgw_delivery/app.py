@@ -1,4 +1,4 @@
-"""Wiring: mail.actions and mail.retry.<delay>s -> relay / quarantine / block -> mail.delivery."""
+"""Wiring: mail.actions and mail.retry.<delay>s -> relay / quarantine / block -> mail.delivery (+ mail.quarantine)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mailgw_libs.service import ServiceRuntime, setup
 from .dedupe import DeliveryLedger
 from .fates import FateApplier
 from .relay import SmtpRelay
-from .retry import RetrySchedule, wait_before_retry
+from .retry import PartitionHold, RetrySchedule, hold_for
 from .settings import DeliverySettings
 
 SERVICE = "delivery"
@@ -44,36 +44,33 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
         action, raw = await asyncio.to_thread(frames.unpack, bytes(msg.body), MailAction, settings.kafka_max_bytes)
         await applier.apply(action, raw)
 
+    hold = PartitionHold()
+
     async def handle_retry(msg: KafkaMessage) -> None:
         data = bytes(msg.body)
         head = frames.unpack_header(data, RetryEnvelope)  # no decompression while it is not due
-        wait_s, due = wait_before_retry(head.not_before, utcnow(), settings.retry_poll_max_s)
+        wait_s = hold_for(head.not_before, utcnow(), settings.retry_hold_max_s)
         if wait_s > 0:
-            await asyncio.sleep(wait_s)
-        if not due:
-            # Rewind to this record without committing: it is fetched again, and so is
-            # everything behind it in the partition (all due later: same delay per topic).
-            await msg.nack()
+            await hold.hold(msg, wait_s)
             return
         envelope, raw = await asyncio.to_thread(frames.unpack, data, RetryEnvelope, settings.kafka_max_bytes)
         await applier.apply(envelope.action, raw, envelope.recipients, envelope.attempt, envelope.first_attempt_at)
 
-    @broker.subscriber(topics.MAIL_ACTIONS, **bus.consumer_options(SERVICE, settings))
-    async def on_action(msg: KafkaMessage) -> None:
-        await guard.run(msg, handle_action)
+    retry_topics = set(schedule.topics)
 
-    for delay in schedule.distinct_delays:
-        # A group per retry topic: a consumer waiting for its head to fall due never
-        # rebalances, or is rebalanced by, the others.
-        options = bus.consumer_options(f"{SERVICE}-retry-{delay}s", settings)
-
-        @broker.subscriber(topics.retry_topic(delay), **options)
-        async def on_retry(msg: KafkaMessage) -> None:
-            await guard.run(msg, handle_retry)
+    # One consumer (group mailgw-delivery) for the actions and every retry topic: a retry
+    # partition waiting for its head is paused, so it never holds up the others.
+    @broker.subscriber(topics.MAIL_ACTIONS, *schedule.topics, **bus.consumer_options(SERVICE, settings))
+    async def on_record(msg: KafkaMessage) -> None:
+        topic = getattr(msg.raw_message, "topic", topics.MAIL_ACTIONS)
+        await guard.run(msg, handle_retry if topic in retry_topics else handle_action)
 
     async def close_redis() -> None:
         await client.aclose()
 
+    async def cancel_holds() -> None:
+        hold.cancel()
+
     runtime.checks["redis"] = ledger.ping
-    runtime.on_stop.append(close_redis)
+    runtime.on_stop += [cancel_holds, close_redis]
     return runtime

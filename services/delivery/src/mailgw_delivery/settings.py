@@ -31,8 +31,9 @@ class DeliverySettings(ServiceSettings):
     retry_delays_s: list[int] = Field(default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S))
     # A message still deferred this long after its first attempt bounces.
     queue_lifetime_s: int = 5 * 24 * 3600
-    # A retry record not yet due holds its consumer at most this long before it is fetched again.
-    retry_poll_max_s: float = 5.0
+    # A retry partition whose head is not due yet is paused until it is, but at most this long
+    # before the head is fetched and checked again.
+    retry_hold_max_s: float = 60.0
 
     # Ledger of (message id, recipient) pairs the relay has accepted: a redelivered action never sends twice.
     ledger_prefix: str = "mailgw:delivery:sent:"

@@ -30,8 +30,6 @@ class Tesseract:
 
     def read(self, image: Image.Image) -> str:
         """The text of `image`. Blocking: call it in an executor. Raises ImageFailed or TesseractMissing."""
-        # Uncompressed BMP for the temporary file pytesseract writes: PNG encoding only costs time here.
-        image.format = "BMP"
         try:
             return str(pytesseract.image_to_string(image, lang=self.languages, timeout=self.timeout_s))
         except pytesseract.TesseractNotFoundError as exc:
