@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mailbox
 import time
 import uuid
 import zipfile
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosmtplib
@@ -89,10 +90,8 @@ async def send(port: int, raw: bytes, rcpts: list[str] | None = None, sender: st
         code, text = await smtp.data(raw)
         return code, text
     finally:
-        try:
+        with contextlib.suppress(aiosmtplib.SMTPException):
             await smtp.quit()
-        except aiosmtplib.SMTPException:
-            pass
 
 
 def queue_id(answer: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from mailgw_devstack.stack import Stack
 
 from .conftest import E2E_MAX_MESSAGE_BYTES
-from .mail import api, delivered, eicar_zip, gtube, ham, image_spam, queue_id, send, send_sync, token, wait_for
+from .mail import api, delivered, eicar_zip, gtube, ham, image_spam, queue_id, send_sync, token, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -40,7 +40,7 @@ TRANSIENT_FAILURES = Counter(
 )
 
 # Infrastructure errors: the message is fine, the world is not. Redeliver, do not dead-letter.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     KafkaError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -136,7 +136,7 @@ class DeadLetterGuard:
         topic = getattr(record, "topic", "?")
         try:
             await handler(msg)
-        except (TransientError, *TRANSIENT_ERRORS) as exc:
+        except (TransientError, *TRANSIENT_ERRORS) as exc:  # type: ignore[misc]
             TRANSIENT_FAILURES.labels(self.service, topic).inc()
             log.warning("transient failure, message will be redelivered",
                         extra={"topic": topic, "error": repr(exc), "service": self.service})
@@ -146,7 +146,7 @@ class DeadLetterGuard:
             await self.dead_letter(msg, exc)
 
     async def dead_letter(self, msg: KafkaMessage, exc: BaseException) -> None:
-        record = msg.raw_message
+        record: Any = msg.raw_message
         topic = getattr(record, "topic", "unknown")
         key = record.key.decode(errors="replace") if getattr(record, "key", None) else ""
         headers = {

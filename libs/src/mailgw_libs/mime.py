@@ -100,8 +100,8 @@ def leaf_parts(msg: Message, max_parts: int = 1000) -> list[Part]:
 class _TextExtractor(HTMLParser):
     """Visible text of an HTML part: script/style dropped, block elements become line breaks."""
 
-    _SKIP = {"script", "style", "head", "title", "noscript"}
-    _BLOCK = {"p", "br", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote"}
+    _SKIP = frozenset({"script", "style", "head", "title", "noscript"})
+    _BLOCK = frozenset({"p", "br", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import uvicorn
-from opentelemetry.sdk.trace import TracerProvider
 from faststream.kafka import KafkaBroker
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -101,7 +101,7 @@ class ServiceRuntime:
             for hook in reversed(self.on_stop):
                 try:
                     await hook()
-                except Exception:  # noqa: BLE001 - stop the rest even if one hook fails
+                except Exception:
                     log.exception("stop hook failed")
             if self.broker is not None:
                 with contextlib.suppress(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from mailgw_devstack.infra import free_port
 
 from .support import Sink, SinkHandler

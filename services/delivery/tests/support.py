@@ -13,8 +13,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiosmtpd.controller import Controller
+
 from mailgw_delivery.app import build
 from mailgw_delivery.settings import DeliverySettings
+from mailgw_devstack import testing
 from mailgw_libs.events import (
     DeliveryResult,
     Direction,
@@ -30,6 +32,7 @@ RAW = (
     b"From: Alice <alice@example.org>\r\n"
     b"To: Bob <bob@example.com>, carol@example.com\r\n"
     b"Subject: Quarterly report\r\n"
+    b"X-Spam-Flag: NO\r\n"
     b"Message-ID: <report-1@example.org>\r\n"
     b"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
     b"MIME-Version: 1.0\r\n"
@@ -185,10 +188,12 @@ async def wait_until(predicate: Callable[[], bool], within_s: float = 20.0, what
 # --- builders --------------------------------------------------------------------------------
 
 def decision(recipient: str, fate: Fate = Fate.ACCEPT, rule: str = "default", headers: dict[str, str] | None = None,
-             subject_tag: str = "", quarantine_kind: str = "", spam: bool = False) -> RecipientDecision:
+             subject_tag: str = "", quarantine_kind: str = "", spam: bool = False,
+             remove: list[str] | None = None) -> RecipientDecision:
     return RecipientDecision(
         recipient=recipient, fate=fate, rule=rule, spam=spam, quarantine_kind=quarantine_kind,
         add_headers=[HeaderChange(name=n, value=v) for n, v in (headers or {}).items()], subject_tag=subject_tag,
+        remove_headers=remove or [],
     )
 
 
@@ -216,7 +221,5 @@ def settings_for(kafka: str, redis_url: str, relay_port: int, unique: str, **ove
 @contextlib.asynccontextmanager
 async def running(settings: DeliverySettings, start_within_s: float = 30.0) -> AsyncIterator[ServiceRuntime]:
     """The service in-process: lifespan entered and the broker connected (subscribers started)."""
-    runtime = build(settings)
-    async with runtime.lifespan(runtime.app()):
-        await wait_until(lambda: runtime.started, start_within_s, "the delivery service to start")
+    async with testing.running(build(settings), start_within_s) as runtime:
         yield runtime

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import aiosmtplib
 import pytest
 
-from mailgw_ingress.relay import RelayPolicy
 from mailgw_devstack.infra import free_port
+from mailgw_ingress.relay import RelayPolicy
 from mailgw_ingress.smtp import IngressHandler, start_smtp_server
 from mailgw_libs.events import MailReceived, SmtpEvent
 

@@ -7,6 +7,7 @@ import logging
 
 import redis.asyncio as aioredis
 from faststream.kafka.annotations import KafkaMessage
+
 from mailgw_libs import bus, frames, topics
 from mailgw_libs.events import MailAction, RetryEnvelope, utcnow
 from mailgw_libs.service import ServiceRuntime, setup

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 import redis.exceptions
+
 from mailgw_libs.bus import TransientError
 
 log = logging.getLogger("mailgw.delivery.ledger")

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from mailgw_libs import frames, topics
 from mailgw_libs.events import (
     DeliveryResult,
@@ -30,7 +32,6 @@ from mailgw_libs.events import (
     RetryEnvelope,
     utcnow,
 )
-from prometheus_client import Counter
 
 from .plan import DeliveryGroup, QuarantineGroup, plan_action
 from .relay import RecipientOutcome, Transaction

@@ -1,6 +1,6 @@
 """What to do with one action, recipient by recipient (pure functions, no I/O).
 
-Accepted recipients that get the same header changes and subject tag share one SMTP
+Accepted recipients that get the same header changes (added and removed fields, subject tag) share one SMTP
 transaction; each distinct set of changes is its own transaction with its own copy of the
 message. Quarantined recipients are grouped by (kind, rule): one quarantine record each.
 """
@@ -15,7 +15,8 @@ from mailgw_libs.events import Fate, MailAction, RecipientDecision
 
 DEFAULT_QUARANTINE_KIND = "spam"
 
-Modifications = tuple[tuple[tuple[str, str], ...], str]  # (headers to add, subject tag)
+# (headers to add, subject tag, header names to remove (lower case, sorted))
+Modifications = tuple[tuple[tuple[str, str], ...], str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,13 @@ class DeliveryGroup:
     add_headers: tuple[tuple[str, str], ...]
     subject_tag: str
     recipients: tuple[str, ...]
+    remove_headers: tuple[str, ...] = ()
 
     def render(self, raw: bytes) -> bytes:
         """The message as these recipients get it: header block changed, body byte-identical."""
-        if not self.add_headers and not self.subject_tag:
+        if not self.add_headers and not self.subject_tag and not self.remove_headers:
             return raw
-        return mime.apply_header_changes(raw, list(self.add_headers), self.subject_tag)
+        return mime.apply_header_changes(raw, list(self.add_headers), self.subject_tag, self.remove_headers)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Plan:
 
 
 def modifications(decision: RecipientDecision) -> Modifications:
-    return tuple((h.name, h.value) for h in decision.add_headers), decision.subject_tag
+    removed = tuple(sorted({name.strip().lower() for name in decision.remove_headers if name.strip()}))
+    return tuple((h.name, h.value) for h in decision.add_headers), decision.subject_tag, removed
 
 
 def plan_action(action: MailAction, only: Collection[str] | None = None) -> Plan:
@@ -70,15 +73,16 @@ def plan_action(action: MailAction, only: Collection[str] | None = None) -> Plan
         if recipient in seen or (only is not None and recipient not in only):
             continue
         seen.add(recipient)
-        if decision.fate is Fate.ACCEPT:
+        if decision.fate == Fate.ACCEPT:
             deliveries.setdefault(modifications(decision), []).append(recipient)
-        elif decision.fate is Fate.QUARANTINE:
+        elif decision.fate == Fate.QUARANTINE:
             kind = decision.quarantine_kind or DEFAULT_QUARANTINE_KIND
             quarantines.setdefault((kind, decision.rule), []).append(recipient)
         else:
             blocked.append(decision)
     return Plan(
-        deliveries=[DeliveryGroup(headers, tag, tuple(rcpts)) for (headers, tag), rcpts in deliveries.items()],
+        deliveries=[DeliveryGroup(headers, tag, tuple(rcpts), removed)
+                    for (headers, tag, removed), rcpts in deliveries.items()],
         quarantines=[QuarantineGroup(kind, rule, tuple(rcpts)) for (kind, rule), rcpts in quarantines.items()],
         blocked=blocked,
     )

@@ -30,8 +30,9 @@ from aiosmtplib import (
     SMTPResponseException,
     SMTPSenderRefused,
 )
-from mailgw_libs.events import DeliveryStatus
 from prometheus_client import Histogram
+
+from mailgw_libs.events import DeliveryStatus
 
 log = logging.getLogger("mailgw.delivery.relay")
 

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 from faststream.kafka.message import KafkaMessage
+
 from mailgw_libs import topics
 
 LIFETIME_EXCEEDED = "queue lifetime exceeded"

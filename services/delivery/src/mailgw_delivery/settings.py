@@ -3,9 +3,10 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from mailgw_libs.settings import ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
+
+from mailgw_libs.settings import ServiceSettings
 
 DEFAULT_RETRY_DELAYS_S = [60, 300, 1800, 7200, 21600]
 

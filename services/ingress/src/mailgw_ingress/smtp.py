@@ -13,13 +13,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client import Counter, Histogram
 
 from mailgw_libs import mime
-from mailgw_libs.events import Direction, MailReceived, SmtpEvent, TlsInfo, new_message_id, utcnow
+from mailgw_libs.events import MailReceived, SmtpEvent, TlsInfo, new_message_id, utcnow
 
 from .relay import RelayPolicy
 
@@ -54,10 +54,12 @@ class GatewaySMTP(SMTP):
         self.line_length_limit = max_line_bytes
         super().__init__(handler, **kwargs)
 
-    async def push(self, status: str) -> None:
-        status = _ENHANCED.get(status, status)
-        SMTP_REPLIES.labels(self._current_command(), status[:3]).inc()
-        await super().push(status)
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, bytes):
+            status = status.decode("utf-8", "replace")  # type: ignore[assignment]
+        text = _ENHANCED.get(str(status), str(status))
+        SMTP_REPLIES.labels(self._current_command(), text[:3]).inc()
+        await super().push(text)
 
     def _current_command(self) -> str:
         return "DATA" if getattr(self, "_in_data", False) else "SMTP"

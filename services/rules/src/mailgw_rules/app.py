@@ -60,7 +60,7 @@ def build(settings: RulesSettings, redis_prefix: str | None = None) -> ServiceRu
     # stalls when one process joins the same group twice for different topics).
     @broker.subscriber(*handlers, **bus.consumer_options(SERVICE, settings))
     async def on_message(msg: KafkaMessage) -> None:
-        await guard.run(msg, handlers[msg.raw_message.topic])
+        await guard.run(msg, handlers[getattr(msg.raw_message, "topic", "")])
 
     async def sweep_deadlines() -> None:
         """Decides messages whose deadline passed with the verdicts they have (a scorer is late or dead)."""

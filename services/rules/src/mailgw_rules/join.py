@@ -64,7 +64,7 @@ class VerdictJoin:
         await pipe.execute()
 
     async def load(self, message_id: str) -> JoinedMessage:
-        fields = await self.redis.hgetall(self._msg(message_id))
+        fields: dict[bytes, bytes] = await self.redis.hgetall(self._msg(message_id))  # type: ignore[assignment]
         verdicts: dict[str, Verdict] = {}
         for key, value in fields.items():
             name = key.decode()
@@ -91,7 +91,8 @@ class VerdictJoin:
         await pipe.execute()
 
     async def due(self, now: float, limit: int = 100) -> list[str]:
-        ids = await self.redis.zrangebyscore(self._deadlines, "-inf", now, start=0, num=limit)
+        ids: list[bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            self._deadlines, "-inf", now, start=0, num=limit)
         return [i.decode() for i in ids]
 
     async def drop_deadline(self, message_id: str) -> None:

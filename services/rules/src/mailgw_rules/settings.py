@@ -6,6 +6,7 @@ from pydantic_settings import SettingsConfigDict
 from mailgw_libs.settings import ServiceSettings
 
 MissingPolicy = Literal["ignore", "quarantine"]
+DEFAULT_ON_MISSING: dict[str, MissingPolicy] = {"antivirus": "quarantine", "antispam": "ignore", "ocr": "ignore"}
 
 
 class RulesSettings(ServiceSettings):
@@ -18,8 +19,7 @@ class RulesSettings(ServiceSettings):
     deadline_s: float = 60.0
     # What a missing or failed verdict means. Unscanned mail is never delivered blind when
     # the scorer is the virus scanner: it waits in quarantine for an administrator.
-    on_missing: dict[str, MissingPolicy] = Field(
-        default_factory=lambda: {"antivirus": "quarantine", "antispam": "ignore", "ocr": "ignore"})
+    on_missing: dict[str, MissingPolicy] = Field(default_factory=lambda: dict(DEFAULT_ON_MISSING))
     spam_tag_score: float = 5.0
     spam_quarantine_score: float = 10.0
     subject_tag: str = "[SPAM]"

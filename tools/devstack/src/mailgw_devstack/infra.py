@@ -6,6 +6,7 @@ and a test session) can run side by side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -42,7 +43,7 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
         if port_in_use(port):
             return
         if proc is not None and proc.poll() is not None:
-            raise StartError(f"{name or proc.args} exited with code {proc.returncode}")
+            raise StartError(f"{name or proc.args!r} exited with code {proc.returncode}")
         time.sleep(0.05)
     raise StartError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
@@ -94,10 +95,8 @@ class Managed:
             elif not self.alive():
                 return
             time.sleep(0.05)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if self.proc is not None:
             self.proc.wait(5)
 
@@ -105,10 +104,8 @@ class Managed:
         """Hard stop (SIGKILL), for outage tests."""
         pid = self.pid()
         if pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.proc is not None:
             self.proc.wait(5)
 
