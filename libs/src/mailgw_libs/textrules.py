@@ -59,7 +59,8 @@ BODY_RULES: tuple[PhraseRule, ...] = (
     PhraseRule("PHRASE_BULK_EMAIL", r"\bmillions?\s+of\s+(?:e-?mail\s+)?(?:addresses|e-?mails)\b", 2.0,
                "Sells bulk e-mail"),
     PhraseRule("PHRASE_REMOVE_LIST",
-               r"\b(?:to\s+be\s+)?removed?\s+from\s+(?:our|this|future)\s+(?:mailing\s+)?(?:list|mailings)\b", 0.8, "Bulk-mail removal instructions"),
+               r"\b(?:to\s+be\s+)?removed?\s+from\s+(?:our|this|future)\s+(?:mailing\s+)?(?:list|mailings)\b", 0.8,
+               "Bulk-mail removal instructions"),
     PhraseRule("PHRASE_NOT_SPAM", r"\b(?:this\s+is\s+not\s+(?:a\s+)?spam|not\s+unsolicited)\b", 1.5,
                "Claims not to be spam"),
     PhraseRule("PHRASE_RISK_FREE", r"\brisk[\s-]free\b", 0.8, "Risk-free claim"),
@@ -73,7 +74,8 @@ BODY_RULES: tuple[PhraseRule, ...] = (
                r"\b(?:verify|confirm|update)\s+your\s+(?:account|password|billing|banking)\s*(?:details|information|info)?\b",
                1.0, "Asks to verify account details"),
     PhraseRule("PHRASE_ACCOUNT_SUSPENDED",
-               r"\byour\s+account\s+(?:has\s+been|will\s+be)\s+(?:suspended|locked|closed|terminated)\b", 1.5, "Threatens account suspension"),
+               r"\byour\s+account\s+(?:has\s+been|will\s+be)\s+(?:suspended|locked|closed|terminated)\b", 1.5,
+               "Threatens account suspension"),
 )
 
 _COMPILED: tuple[tuple[PhraseRule, re.Pattern[str]], ...] = tuple((r, r.compiled()) for r in BODY_RULES)
