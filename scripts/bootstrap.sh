@@ -11,6 +11,8 @@ BINARIES=(redis-server clamd tesseract swaks)
 missing=0
 for b in "${BINARIES[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done
 [ -d /usr/share/clamav-testfiles ] || missing=1
+# Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
+"${PYTHON:-python3}" -c "import ensurepip, venv" 2>/dev/null || missing=1
 [ -e /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ] || [ -e /usr/share/tesseract-ocr/4.00/tessdata/eng.traineddata ] || missing=1
 if [ "$missing" = 1 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -32,9 +34,16 @@ stamp=.venv/.mailgw-installed
 hash=$(cat libs/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   echo "bootstrap: installing Python packages into .venv" >&2
-  .venv/bin/pip install -q --upgrade pip >/dev/null
   args=(-e libs)
   for pkg in services/*/ tools/*/; do args+=(-e "$pkg"); done
-  .venv/bin/pip install -q "${args[@]}" -r requirements-dev.txt
+  log=$(mktemp)
+  if ! .venv/bin/pip install -q "${args[@]}" -r requirements-dev.txt >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "bootstrap: pip install failed" >&2
+    exit 1
+  fi
+  # Some machines' pip configuration names a local index that does not exist: drop that noise.
+  grep -v "^WARNING: Location" "$log" >&2 || true
+  rm -f "$log"
   echo "$hash" > "$stamp"
 fi

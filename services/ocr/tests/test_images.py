@@ -122,7 +122,7 @@ def test_transparent_background_becomes_white() -> None:
     ImageDraw.Draw(rgba).text((10, 10), "Hi", fill=(0, 0, 0, 255))
     gray = prepare(rgba, ImageLimits(upscale_below_px=0))
     assert gray.getpixel((0, 0)) == 255
-    assert gray.getextrema()[0] < 128  # the text is still there
+    assert any(gray.histogram()[:128])  # the text is still there (dark pixels)
 
 
 def test_palette_transparency_becomes_white() -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from mailgw_libs import frames, topics
 from mailgw_libs.events import (
     DeliveryResult,
@@ -31,7 +32,6 @@ from mailgw_libs.events import (
     Verdict,
     new_message_id,
 )
-
 from mailgw_reporting import ingest
 from mailgw_reporting.queries import Window
 from mailgw_reporting.store import ReportStore
@@ -78,6 +78,15 @@ class Scenario:
     @property
     def sender(self) -> str:
         return f"alice@{self.tag}.test"
+
+    @staticmethod
+    def raw(subject: str = "Hello", body: str = "Hi there.") -> bytes:
+        return raw_message(subject, body)
+
+    @staticmethod
+    def iso(value: datetime) -> str:
+        """How the API writes a time."""
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def rcpt(self, name: str) -> str:
         return f"{name}@{self.tag}.example"

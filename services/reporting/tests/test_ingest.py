@@ -6,6 +6,8 @@ import struct
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
+
 from mailgw_libs import frames, topics
 from mailgw_libs.events import (
     DeliveryResult,
@@ -21,8 +23,6 @@ from mailgw_libs.events import (
     TlsInfo,
     Verdict,
 )
-from pydantic import ValidationError
-
 from mailgw_reporting import ingest
 from mailgw_reporting.schema import ACTIONS, DEAD_LETTERS, DELIVERY, MESSAGES, QUARANTINE, SMTP_EVENTS, VERDICTS
 

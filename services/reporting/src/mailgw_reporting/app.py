@@ -6,6 +6,7 @@ import contextlib
 import logging
 
 from faststream.kafka.annotations import KafkaMessage
+
 from mailgw_libs import bus
 from mailgw_libs.service import ServiceRuntime, setup
 

@@ -1,8 +1,9 @@
 import re
 
-from mailgw_libs.settings import ServiceSettings, shared
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
+
+from mailgw_libs.settings import ServiceSettings, shared
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 

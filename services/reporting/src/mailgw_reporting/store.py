@@ -23,8 +23,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from clickhouse_connect.driver.exceptions import OperationalError
-from mailgw_libs.bus import TransientError
 from prometheus_client import Counter, Histogram
+
+from mailgw_libs.bus import TransientError
 
 from . import queries
 from .ingest import Batch
