@@ -61,6 +61,8 @@ class Received:
 class SinkHandler:
     """aiosmtpd handler: replies are scripted per recipient and per DATA; everything else is accepted."""
 
+    # Reply to every MAIL FROM instead of accepting it (e.g. "451 4.7.1 Sender rate limited").
+    mail_reply: str = ""
     # RCPT TO replies by recipient, for every transaction (e.g. "550 5.1.1 No such user").
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     # Replies to the next DATA commands, used up one by one (e.g. ["451 4.3.0 Try again later"] * 2).
@@ -68,6 +70,14 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from pathlib import Path
 
-from mailgw_libs import frames, mime, topics
+import httpx
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from faststream.kafka import KafkaBroker
+
+from mailgw_delivery.app import build
+from mailgw_devstack.infra import Managed, start_redis
+from mailgw_libs import bus, frames, mime, topics
 from mailgw_libs.events import DeliveryStatus, Fate, QuarantinedMessage
 
 from .conftest import SinkFactory
@@ -167,26 +176,82 @@ async def test_same_action_twice_is_delivered_once(
     assert sink.handler.data_commands == 2
 
 
-async def test_restart_redelivers_nothing_already_sent(
-        fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory) -> None:
-    """A second process (same group, same ledger) re-reading the action does not send it again."""
+class FlakyPublish:
+    """Makes the publishing of delivery results fail (as if Kafka did not acknowledge) while `failing`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
+        self.failures = failures
+        self.failed = 0
+        self.real = bus.publish
+        monkeypatch.setattr(bus, "publish", self.publish)
+
+    async def publish(self, broker: KafkaBroker, body: bytes, topic: str, key: str, timeout_s: float,
+                      headers: Mapping[str, str] | None = None) -> None:
+        if topic == topics.MAIL_DELIVERY and self.failed < self.failures:
+            self.failed += 1
+            raise KafkaTimeoutError("no acknowledgement from the broker (test)")
+        await self.real(broker, body, topic, key, timeout_s, headers)
+
+
+async def test_action_redelivered_after_a_failed_publish_is_not_sent_again(
+        fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     sink = sinks()
+    flaky = FlakyPublish(monkeypatch, failures=2)
+    act = action(decision("bob@example.com"), decision("carol@example.com", subject_tag="[X]"))
+    async with running(settings_for(fresh_kafka, redis_url, sink.port, unique)):
+        reader = await TopicReader(fresh_kafka, topics.MAIL_DELIVERY).start()
+        try:
+            await publish(fresh_kafka, topics.MAIL_ACTIONS, frames.pack(act, RAW), act.message_id)
+            await wait_until(lambda: len(reader.results(act.message_id)) == 2, what="results after the redeliveries")
+        finally:
+            await reader.stop()
+    assert flaky.failed == 2  # handled three times: the SMTP sends happened only the first time
+    assert [r.status for r in reader.results(act.message_id)] == [DeliveryStatus.DELIVERED] * 2
+    assert sink.handler.data_commands == 2
+    assert len(sink.handler.deliveries_to("bob@example.com")) == 1
+    assert len(sink.handler.deliveries_to("carol@example.com")) == 1
+
+
+async def test_consumer_restart_before_commit_does_not_send_again(
+        fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process stops after the relay accepted the mail but before the offset was committed."""
+    sink = sinks()
+    flaky = FlakyPublish(monkeypatch, failures=10**6)
     act = action(decision("bob@example.com"))
     settings = settings_for(fresh_kafka, redis_url, sink.port, unique)
     async with running(settings):
         await publish(fresh_kafka, topics.MAIL_ACTIONS, frames.pack(act, RAW), act.message_id)
-        await wait_until(lambda: len(sink.handler.received) == 1, what="the first delivery")
-    # The consumer group's offset is committed, so make the action come back the hard way:
-    # a new group (as after a lost commit) reads mail.actions from the beginning.
-    async with running(settings.model_copy(update={"ledger_prefix": settings.ledger_prefix})) as runtime:
-        assert runtime.started
+        await wait_until(lambda: len(sink.handler.received) == 1 and flaky.failed >= 1, what="the send")
+    flaky.failures = 0
+    async with running(settings):
+        reader = await TopicReader(fresh_kafka, topics.MAIL_DELIVERY).start()
+        try:
+            await wait_until(lambda: len(reader.results(act.message_id)) == 1, within_s=40,
+                             what="the redelivered action's result")
+        finally:
+            await reader.stop()
+    assert [r.status for r in reader.results(act.message_id)] == [DeliveryStatus.DELIVERED]
+    assert len(sink.handler.received) == 1
+
+
+async def test_redis_down_delays_delivery_without_losing_it(
+        fresh_kafka: str, sinks: SinkFactory, unique: str, closed_port: int, tmp_path: Path) -> None:
+    sink = sinks()
+    act = action(decision("bob@example.com"))
+    redis: Managed | None = None
+    async with running(settings_for(fresh_kafka, f"redis://127.0.0.1:{closed_port}/0", sink.port, unique)):
         reader = await TopicReader(fresh_kafka, topics.MAIL_DELIVERY).start()
         try:
             await publish(fresh_kafka, topics.MAIL_ACTIONS, frames.pack(act, RAW), act.message_id)
-            await wait_until(lambda: len(reader.results(act.message_id)) == 2, what="both results")
+            await asyncio.sleep(2.5)  # several redeliveries while Redis is down
+            assert reader.results(act.message_id) == [] and sink.handler.data_commands == 0
+            redis = await asyncio.to_thread(start_redis, tmp_path, closed_port)
+            await wait_until(lambda: len(reader.results(act.message_id)) == 1, what="delivery once Redis is up")
         finally:
             await reader.stop()
-    assert [r.status for r in reader.results(act.message_id)] == [DeliveryStatus.DELIVERED] * 2
+            if redis is not None:
+                redis.stop()
+    assert [r.status for r in reader.results(act.message_id)] == [DeliveryStatus.DELIVERED]
     assert len(sink.handler.received) == 1
 
 
@@ -261,16 +326,13 @@ async def test_garbage_goes_to_the_dead_letter_topic_and_the_next_action_is_proc
     assert len(sink.handler.received) == 1
 
 
-async def test_readiness_reports_redis(
-        fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory, closed_port: int) -> None:
-    import httpx
-
-    sink = sinks()
+async def test_readiness_reports_redis(redis_url: str, unique: str, closed_port: int) -> None:
     for url, ready in ((redis_url, True), (f"redis://127.0.0.1:{closed_port}/0", False)):
-        async with running(settings_for(fresh_kafka, url, sink.port, unique)) as runtime:
-            transport = httpx.ASGITransport(app=runtime.app())
-            async with httpx.AsyncClient(transport=transport, base_url="http://delivery") as client:
-                response = await client.get("/readyz")
-        body = response.json()
-        assert body["checks"]["redis"]["ok"] is ready
-        assert response.status_code == (200 if ready else 503)
+        runtime = build(settings_for(f"127.0.0.1:{closed_port}", url, closed_port, unique))
+        transport = httpx.ASGITransport(app=runtime.app())  # no lifespan: Kafka is not connected
+        async with httpx.AsyncClient(transport=transport, base_url="http://delivery") as client:
+            response = await client.get("/readyz")
+            health = await client.get("/healthz")
+        checks = response.json()["checks"]
+        assert checks["redis"]["ok"] is ready and checks["kafka"]["ok"] is False
+        assert response.status_code == 503 and health.status_code == 200

@@ -147,3 +147,10 @@ def test_upscale_factor() -> None:
 
 def test_small_images_are_upscaled_on_decode() -> None:
     assert decode(encode(noise(300, 120)), LIMITS).size == (600, 240)
+
+
+def test_16_bit_images_keep_their_contrast() -> None:
+    deep = Image.new("I;16", (200, 100), 0)
+    deep.paste(40_000, (50, 20, 150, 80))  # a plain convert("L") would clip this and the background alike
+    gray = decode(encode(deep), ImageLimits(min_bytes=0, upscale_below_px=0))
+    assert gray.getpixel((0, 0)) == 0 and gray.getpixel((100, 50)) == 255

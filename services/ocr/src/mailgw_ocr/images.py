@@ -120,11 +120,23 @@ def prepare(image: Image.Image, limits: ImageLimits) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         background.alpha_composite(rgba)
         image = background
-    gray = image.convert("L")
+    gray = _to_gray(image)
     factor = upscale_factor(gray.width, gray.height, limits)
     if factor > 1:
         gray = gray.resize((gray.width * factor, gray.height * factor), Image.Resampling.LANCZOS)
     return gray
+
+
+def _to_gray(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        # 16-bit and float pixels: a plain convert("L") clips everything above 255 to white (text gone);
+        # stretch the image's own range to 0..255 instead.
+        floats = image.convert("F")
+        extrema = floats.getextrema()
+        low, high = (float(extrema[0]), float(extrema[1])) if isinstance(extrema[0], (int, float)) else (0.0, 0.0)
+        scale = 255.0 / (high - low) if high != low else 0.0
+        return floats.point(lambda v: (v - low) * scale).convert("L")
+    return image.convert("L")
 
 
 def upscale_factor(width: int, height: int, limits: ImageLimits) -> int:

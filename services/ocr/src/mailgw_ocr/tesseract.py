@@ -17,7 +17,7 @@ class TesseractMissing(bus.TransientError):
 
 
 def limit_threads() -> None:
-    """OpenMP threads in tesseract cost more than they gain on few cores (measured ~290 ms vs ~160 ms
+    """OpenMP threads in tesseract cost more than they gain on few cores (measured ~280 ms vs ~205 ms
     per image on 2 cores); parallelism comes from several images at once instead. Set before the first
     run: pytesseract passes os.environ to each tesseract process. An explicit value is kept."""
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
