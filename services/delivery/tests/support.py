@@ -55,6 +55,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address: one per SMTP connection
 
 
 @dataclass
@@ -93,7 +94,8 @@ class SinkHandler:
             if self.data_replies:
                 return self.data_replies.pop(0)
             content = envelope.original_content
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(content)))
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(content),
+                                          tuple(session.peer[:2])))
         return "250 2.0.0 Ok: queued as TEST"
 
     def deliveries_to(self, recipient: str) -> list[Received]:

@@ -194,3 +194,12 @@ async def test_the_ledger_is_written_before_the_results_and_a_failed_publish_pro
     bus.fail_on = ""
     await applier(relay, ledger, bus).apply(act, RAW)
     assert len(relay.sent) == 1 and [r.status for r in bus.results()] == [D]
+
+
+async def test_a_large_message_is_changed_off_the_loop_and_keeps_its_body() -> None:
+    relay, bus = FakeRelay(), Bus()
+    big = RAW + (b"y" * 998 + b"\r\n") * 2000  # 2 MB
+    await applier(relay, FakeLedger(), bus).apply(action(decision("a@example.com", subject_tag="[T]")), big)
+    [tx] = relay.sent
+    assert tx.message.endswith(big[-100_000:]) and b"Subject: [T] Quarterly report" in tx.message
+    assert len(tx.message) == len(big) + len(b"[T] ")

@@ -147,3 +147,41 @@ async def test_invalid_and_international_addresses(sinks: SinkFactory) -> None:
     assert [(o.recipient, o.status) for o in outcome] == [
         ("bad address@x.com", B), ("j\u00fcrgen@example.com", D), ("a@x.com", D)]
     assert sink.handler.received[0].rcpt_tos == ["j\u00fcrgen@example.com", "a@x.com"]
+
+
+async def test_a_session_is_reused_for_the_next_delivery(sinks: SinkFactory) -> None:
+    sink = sinks()
+    relay = relay_to(sink.port, reuse_s=10.0)
+    for i in range(3):
+        [outcome] = await relay.deliver([Transaction("alice@example.org", (f"u{i}@x.com",), RAW)])
+        assert outcome[0].status is D
+    await relay.close()
+    assert len({r.peer for r in sink.handler.received}) == 1
+
+    fresh = relay_to(sink.port, reuse_s=0.0)
+    for i in range(2):
+        await fresh.deliver([Transaction("alice@example.org", (f"v{i}@x.com",), RAW)])
+    assert len({r.peer for r in sink.handler.received[3:]}) == 2
+
+
+async def test_a_kept_session_closed_by_the_relay_is_replaced(sinks: SinkFactory) -> None:
+    sink = sinks()
+    relay = relay_to(sink.port, reuse_s=10.0)
+    await relay.deliver([Transaction("alice@example.org", ("a@x.com",), RAW)])
+    sink.stop()  # drops the kept connection
+    restarted = sinks(sink.handler, port=sink.port)
+    [outcome] = await relay.deliver([Transaction("alice@example.org", ("b@x.com",), RAW)])
+    await relay.close()
+    assert [(o.status, o.code) for o in outcome] == [(D, 250)]
+    assert [r.rcpt_tos for r in restarted.handler.received] == [["a@x.com"], ["b@x.com"]]
+    assert len({r.peer for r in restarted.handler.received}) == 2
+
+
+async def test_a_session_carries_at_most_reuse_messages(sinks: SinkFactory) -> None:
+    sink = sinks()
+    relay = relay_to(sink.port, reuse_s=10.0, reuse_messages=2)
+    for i in range(5):
+        await relay.deliver([Transaction("alice@example.org", (f"u{i}@x.com",), RAW)])
+    await relay.close()
+    peers = [r.peer for r in sink.handler.received]
+    assert peers[0] == peers[1] != peers[2] == peers[3] != peers[4]

@@ -336,3 +336,24 @@ async def test_readiness_reports_redis(redis_url: str, unique: str, closed_port:
         checks = response.json()["checks"]
         assert checks["redis"]["ok"] is ready and checks["kafka"]["ok"] is False
         assert response.status_code == 503 and health.status_code == 200
+
+
+async def test_a_retry_waiting_for_its_time_does_not_hold_up_new_actions(
+        fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory) -> None:
+    sink = sinks(SinkHandler(data_replies=["451 4.3.0 Try again later"]))
+    waiting, later = action(decision("bob@example.com")), action(decision("carol@example.com"))
+    async with running(settings_for(fresh_kafka, redis_url, sink.port, unique, retry_delays_s=[30])):
+        reader = await TopicReader(fresh_kafka, topics.MAIL_DELIVERY).start()
+        try:
+            await publish(fresh_kafka, topics.MAIL_ACTIONS, frames.pack(waiting, RAW), waiting.message_id)
+            await wait_until(lambda: len(reader.results(waiting.message_id)) == 1, what="the deferral")
+            await asyncio.sleep(0.5)  # the retry record is fetched and its partition held by now
+            started = asyncio.get_running_loop().time()
+            await publish(fresh_kafka, topics.MAIL_ACTIONS, frames.pack(later, RAW), later.message_id)
+            await wait_until(lambda: len(reader.results(later.message_id)) == 1, what="the next action")
+            elapsed = asyncio.get_running_loop().time() - started
+        finally:
+            await reader.stop()
+    assert elapsed < 2.0
+    assert [r.status for r in reader.results(waiting.message_id)] == [DeliveryStatus.DEFERRED]
+    assert [r.status for r in reader.results(later.message_id)] == [DeliveryStatus.DELIVERED]

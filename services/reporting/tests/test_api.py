@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from mailgw_libs.events import DeliveryStatus, Fate
 from starlette.applications import Starlette
 
+from mailgw_libs.events import DeliveryStatus, Fate
 from mailgw_reporting import api
 from mailgw_reporting.store import ReportStore
 
@@ -56,12 +56,12 @@ async def test_tracking_and_limit(http: httpx.AsyncClient, scenario: Scenario, s
     r = await http.get("/api/v1/tracking", params={"sender": s.sender})
     assert r.status_code == 200
     body = r.json()
-    assert body["count"] == 7 and body["limit"] == 100 and len(body["items"]) == 7
-    assert set(body["items"][0]) == {
+    assert body["count"] == 7 and body["limit"] == 100 and len(body["rows"]) == 7
+    assert set(body["rows"][0]) == {
         "message_id", "received_at", "sender", "recipient", "subject", "client_ip", "direction", "status",
         "status_at", "score", "rule", "symbols", "viruses", "last_response", "reason"}
     r = await http.get("/api/v1/tracking", params={"sender": s.sender, "recipient": s.rcpt("carol"), "limit": "2"})
-    assert [i["recipient"] for i in r.json()["items"]] == [s.rcpt("carol")] * 2
+    assert [i["recipient"] for i in r.json()["rows"]] == [s.rcpt("carol")] * 2
 
 
 @pytest.mark.parametrize(("path", "detail"), [

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
 from mailgw_devstack.testing import collect, produce, running
 from mailgw_libs import topics
 from mailgw_libs.events import DeliveryStatus, Fate, SymbolHit
-
 from mailgw_reporting.app import build
 from mailgw_reporting.settings import ReportingSettings
 
@@ -77,7 +77,7 @@ async def test_events_to_api(fresh_kafka: str, chdb_url: str, scenario: Scenario
 
             async def tracking() -> list[dict[str, Any]]:
                 r = await http.get("/api/v1/tracking", params={"sender": s.sender, **window})
-                items: list[dict[str, Any]] = r.json()["items"]
+                items: list[dict[str, Any]] = r.json()["rows"]
                 assert [(i["message_id"], i["recipient"], i["status"]) for i in items] == [
                     (spam.message_id, carol, "quarantined"),
                     (None, s.rcpt("nobody"), "rejected"),

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from mailgw_libs import frames, topics
+from mailgw_libs.bus import TransientError
 from mailgw_libs.events import DeliveryStatus, Fate, SymbolHit, new_message_id
 from mailgw_reporting import ingest
 from mailgw_reporting.queries import QuarantineQuery, TrackingQuery, Window
-from mailgw_reporting.store import ReportStore, client_dsn, redact
+from mailgw_reporting.schema import MESSAGES
+from mailgw_reporting.store import ReportStore, StoreUnavailable, client_dsn, redact
 
 if TYPE_CHECKING:
     from conftest import Scenario
@@ -215,6 +218,18 @@ async def test_dead_letters(store: ReportStore, scenario: Scenario) -> None:
     assert counts == {"total": 2, "topics": {topic: {"records": 2, "with_error": 1}}}
 
 
+async def test_a_store_that_cannot_open_is_unavailable(store: ReportStore, tmp_path: Path) -> None:
+    """Not the message's fault: the handler's record is redelivered, not dead-lettered."""
+    assert (await store.ping())[0]
+    # chdb serves one data directory per process: a second one cannot open while the first is open.
+    other = ReportStore(f"chdb://{tmp_path}/other")
+    with pytest.raises(StoreUnavailable, match="cannot open clickhouse") as err:
+        await other.insert(ingest.Batch(MESSAGES, [["x"]]))
+    assert isinstance(err.value, TransientError)
+    await other.close()
+    assert (await store.ping())[0]
+
+
 def test_client_dsn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert client_dsn("chdb://var/clickhouse") == f"chdb://{tmp_path}/var/clickhouse"
@@ -229,3 +244,25 @@ def test_client_dsn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert redact("http://default:secret@127.0.0.1:8123/x") == "http://default:***@127.0.0.1:8123/x"
     assert redact("chdb:///data") == "chdb:///data"
     assert os.getcwd() == str(tmp_path)
+
+
+async def test_schema_grows_and_the_ttl_follows_the_setting(chdb_url: str) -> None:
+    db = f"evolve_{new_message_id().lower()[-10:]}"
+    old = ReportStore(chdb_url, database=db, quarantine_days=3)
+    await old.open()
+    # As if the table came from an older version without this column.
+    await old.run("drop", lambda c: c.command(f"ALTER TABLE {db}.messages DROP COLUMN rfc_message_id"))
+    new = ReportStore(chdb_url, database=db, quarantine_days=5)
+    await new.open()
+
+    def inspect(c: Client) -> tuple[str, list[str]]:
+        engine = c.query("SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = 'quarantine'",
+                         parameters={"d": db}).result_rows[0][0]
+        cols = [r[0] for r in c.query("SELECT name FROM system.columns WHERE database = {d:String} "
+                                      "AND table = 'messages'", parameters={"d": db}).result_rows]
+        return engine, cols
+
+    engine, cols = await new.run("inspect", inspect)
+    assert "toIntervalDay(5)" in engine and "rfc_message_id" in cols
+    await old.close()
+    await new.close()

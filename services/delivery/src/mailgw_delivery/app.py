@@ -34,7 +34,8 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
     ledger = DeliveryLedger(client, settings.ledger_prefix, settings.ledger_ttl_s)
     relay = SmtpRelay(settings.relay_host, settings.relay_port, settings.helo_name, settings.connect_timeout_s,
-                      settings.command_timeout_s, settings.relay_starttls, settings.relay_tls_verify)
+                      settings.command_timeout_s, settings.relay_starttls, settings.relay_tls_verify,
+                      reuse_s=settings.relay_reuse_s, reuse_messages=settings.relay_reuse_messages)
 
     async def publish(body: bytes, topic: str, key: str) -> None:
         await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
@@ -73,5 +74,5 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
         hold.cancel()
 
     runtime.checks["redis"] = ledger.ping
-    runtime.on_stop += [cancel_holds, close_redis]
+    runtime.on_stop += [cancel_holds, relay.close, close_redis]
     return runtime

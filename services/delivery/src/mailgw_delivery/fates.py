@@ -41,6 +41,9 @@ log = logging.getLogger("mailgw.delivery")
 
 RESULTS = Counter("mailgw_delivery_results_total", "Delivery results published, by status", ["status"])
 
+# Larger messages get their header changes in a worker thread (copying megabytes blocks the loop).
+INLINE_RENDER_BYTES = 512 * 1024
+
 Publish = Callable[[bytes, str, str], Awaitable[None]]  # (body, topic, key)
 Clock = Callable[[], datetime]
 
@@ -134,7 +137,9 @@ class FateApplier:
         for group in groups:
             todo = tuple(r for r in group.recipients if r not in already)
             if todo:
-                transactions.append(Transaction(action.mail_from, todo, group.render(raw)))
+                message = (group.render(raw) if len(raw) < INLINE_RENDER_BYTES
+                           else await asyncio.to_thread(group.render, raw))
+                transactions.append(Transaction(action.mail_from, todo, message))
         if not transactions:
             return results
 

@@ -1,7 +1,8 @@
 """SMTP client towards the downstream relay (aiosmtplib), with one outcome per recipient.
 
 One `deliver()` call is one SMTP session carrying several transactions (one per distinct
-set of header changes). The relay's answers map to results like this:
+set of header changes); the session may be kept for the next call (connection reuse).
+The relay's answers map to results like this:
 
 - 2xx after DATA: DELIVERED;
 - 4xx, no answer (connection refused, reset, timeout): DEFERRED, tried again later;
@@ -14,6 +15,7 @@ because the relay is misconfigured or busy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -30,12 +32,13 @@ from aiosmtplib import (
     SMTPResponseException,
     SMTPSenderRefused,
 )
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from mailgw_libs.events import DeliveryStatus
 
 log = logging.getLogger("mailgw.delivery.relay")
 
+SESSIONS = Counter("mailgw_delivery_smtp_sessions_total", "SMTP sessions with the downstream relay", ["kind"])
 SESSION_SECONDS = Histogram(
     "mailgw_delivery_smtp_session_seconds", "Duration of one SMTP session with the downstream relay",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
@@ -97,10 +100,22 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    messages: int = 0
+    idle_since: float = 0.0
+
+
 class SmtpRelay:
+    """Client of the downstream relay. Sessions are kept open between deliveries for `reuse_s`
+    seconds (at most `reuse_messages` messages each); a kept session is probed with RSET before
+    it carries mail again, and replaced by a new one if the relay closed it meanwhile."""
+
     def __init__(self, host: str, port: int, helo_name: str, connect_timeout_s: float = 30.0,
                  command_timeout_s: float = 60.0, starttls: StartTls = "opportunistic",
-                 tls_verify: bool = False) -> None:
+                 tls_verify: bool = False, reuse_s: float = 0.0, reuse_messages: int = 100,
+                 max_idle: int = 4) -> None:
         self.host = host
         self.port = port
         self.helo_name = helo_name
@@ -108,6 +123,10 @@ class SmtpRelay:
         self.command_timeout_s = command_timeout_s
         self.starttls = starttls
         self.tls_verify = tls_verify
+        self.reuse_s = reuse_s
+        self.reuse_messages = reuse_messages
+        self.max_idle = max_idle
+        self._idle: list[_Connection] = []
 
     @property
     def name(self) -> str:
@@ -120,7 +139,9 @@ class SmtpRelay:
             context.verify_mode = ssl.CERT_NONE
         return context
 
-    async def _open(self, client: aiosmtplib.SMTP) -> None:
+    async def _open(self) -> _Connection:
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, local_hostname=self.helo_name,
+                                 timeout=self.command_timeout_s, start_tls=False)
         try:
             await client.connect(timeout=self.connect_timeout_s)
             await client.ehlo()
@@ -131,32 +152,80 @@ class SmtpRelay:
                 elif self.starttls == "required":
                     raise _SessionFailed(0, "relay does not offer STARTTLS, which is required")
         except SMTPResponseException as exc:
+            client.close()
             raise _SessionFailed(exc.code, exc.message) from exc
         except (SMTPException, OSError, TimeoutError) as exc:
+            client.close()
             raise _SessionFailed(0, _describe(exc)) from exc
+        except BaseException:
+            client.close()
+            raise
+        SESSIONS.labels("opened").inc()
+        return _Connection(client)
+
+    async def _acquire(self) -> _Connection:
+        """A kept session that still answers, or a new one (raises _SessionFailed)."""
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since > self.reuse_s or not conn.client.is_connected:
+                await self._discard(conn, polite=conn.client.is_connected)
+                continue
+            try:
+                await conn.client.rset()
+            except (SMTPException, OSError, TimeoutError):
+                await self._discard(conn, polite=False)
+                continue
+            SESSIONS.labels("reused").inc()
+            return conn
+        return await self._open()
+
+    async def _release(self, conn: _Connection) -> None:
+        keep = (self.reuse_s > 0 and conn.messages < self.reuse_messages and len(self._idle) < self.max_idle
+                and conn.client.is_connected)
+        if keep:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            await self._discard(conn, polite=True)
+
+    async def _discard(self, conn: _Connection, polite: bool) -> None:
+        if polite:
+            with contextlib.suppress(SMTPException, OSError, TimeoutError):
+                await asyncio.wait_for(conn.client.quit(), timeout=min(self.command_timeout_s, 5.0))
+        conn.client.close()
+
+    async def close(self) -> None:
+        """QUIT every kept session (at shutdown)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._discard(conn, polite=True)
 
     async def deliver(self, transactions: Sequence[Transaction]) -> list[list[RecipientOutcome]]:
         """Send every transaction in one session: the outcomes, in the order of the transactions."""
         started = time.perf_counter()
         results: list[list[RecipientOutcome]] = [[] for _ in transactions]
-        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, local_hostname=self.helo_name,
-                                 timeout=self.command_timeout_s, start_tls=False)
+        conn: _Connection | None = None
         try:
-            try:
-                await self._open(client)
-                for index, tx in enumerate(transactions):
-                    await self._send(client, tx, results[index])
-            except _SessionFailed as failure:
-                for index, tx in enumerate(transactions):
-                    done = {o.recipient for o in results[index]}
-                    results[index] += [RecipientOutcome(r, DeliveryStatus.DEFERRED, failure.code, failure.response)
-                                       for r in tx.recipients if r not in done]
-                log.warning("relay session failed", extra={"relay": self.name, "error": str(failure)})
-            else:
-                with contextlib.suppress(SMTPException, OSError, TimeoutError):
-                    await client.quit()
+            conn = await self._acquire()
+            for index, tx in enumerate(transactions):
+                await self._send(conn.client, tx, results[index])
+                conn.messages += 1
+        except _SessionFailed as failure:
+            for index, tx in enumerate(transactions):
+                done = {o.recipient for o in results[index]}
+                results[index] += [RecipientOutcome(r, DeliveryStatus.DEFERRED, failure.code, failure.response)
+                                   for r in tx.recipients if r not in done]
+            log.warning("relay session failed", extra={"relay": self.name, "error": str(failure)})
+            if conn is not None:
+                await self._discard(conn, polite=False)
+        except BaseException:
+            if conn is not None:
+                await self._discard(conn, polite=False)
+            raise
+        else:
+            await self._release(conn)
         finally:
-            client.close()
             SESSION_SECONDS.observe(time.perf_counter() - started)
         return results
 

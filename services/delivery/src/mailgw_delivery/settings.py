@@ -27,6 +27,10 @@ class DeliverySettings(ServiceSettings):
     relay_starttls: Literal["off", "opportunistic", "required"] = "opportunistic"
     # Verify the relay's certificate (off by default: opportunistic TLS to an internal relay).
     relay_tls_verify: bool = False
+    # Keep the SMTP session open this long after a delivery for the next one (0: a session per action),
+    # for at most this many messages.
+    relay_reuse_s: float = 10.0
+    relay_reuse_messages: int = 100
 
     # Wait before attempt n+1 after attempt n was deferred; the last delay repeats.
     retry_delays_s: list[int] = Field(default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S))

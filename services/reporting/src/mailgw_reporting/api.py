@@ -143,8 +143,8 @@ def routes(store: ReportStore) -> list[BaseRoute]:
             window=parse_window(p),
             limit=parse_limit(p.get("limit")),
         )
-        items = await store.tracking(query)
-        return JSONResponse({"items": items, "count": len(items), "limit": query.limit})
+        rows = await store.tracking(query)
+        return JSONResponse({"rows": rows, "count": len(rows), "limit": query.limit})
 
     async def quarantine_list(request: Request) -> Response:
         p = params_of(request, ("recipient", "sender", "kind", "limit"))

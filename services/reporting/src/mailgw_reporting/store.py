@@ -10,6 +10,7 @@ again after a connection failure, so a server that is down at start is picked up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -157,17 +158,27 @@ class ReportStore:
                     log.info("changing the quarantine lifetime", extra={"days": self.quarantine_days})
                     client.command(f"ALTER TABLE {db}.{table.name} MODIFY TTL {table.ttl}")
 
+    def _drop_client(self) -> None:
+        client, self._client, self._schema_ready = self._client, None, False
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
     def _call(self, op: str, fn: Callable[[Client], T]) -> T:
         started = time.perf_counter()
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("the report store is closed")
             try:
-                return fn(self._connect())
+                client = self._connect()
+            except Exception as exc:  # whatever stops the store from opening is not the message's fault
+                self._drop_client()
+                raise StoreUnavailable(f"cannot open clickhouse at {self.where}: {exc}") from exc
+            try:
+                return fn(client)
             except OperationalError as exc:
                 # Connection level: drop the client, a new one is made on the next call.
-                self._client = None
-                self._schema_ready = False
+                self._drop_client()
                 raise StoreUnavailable(f"clickhouse unreachable: {exc}") from exc
             except ClickHouseError as exc:
                 code = getattr(exc, "code", None)

@@ -68,7 +68,9 @@ class Stack:
         self.infra["clamd"] = start_clamd(self.state, self.ports.clamd)
 
     def start_sink(self) -> None:
-        self.delivered_dir.mkdir(parents=True, exist_ok=True)
+        # A complete Maildir (aiosmtpd's Mailbox only creates one when the folder does not exist).
+        for sub in ("new", "cur", "tmp"):
+            (self.delivered_dir / sub).mkdir(parents=True, exist_ok=True)
         log = self.state / "logs" / "sink.log"
         proc = spawn("sink", [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.ports.sink}",
                               "-c", "aiosmtpd.handlers.Mailbox", str(self.delivered_dir)], log)
