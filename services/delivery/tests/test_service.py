@@ -10,6 +10,7 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from faststream.kafka import KafkaBroker
+from prometheus_client import REGISTRY
 
 from mailgw_delivery.app import build
 from mailgw_devstack.infra import Managed, start_redis
@@ -28,6 +29,10 @@ from .support import (
     settings_for,
     wait_until,
 )
+
+
+def hold_count(how: str) -> float:
+    return REGISTRY.get_sample_value("mailgw_delivery_retry_holds_total", {"how": how}) or 0.0
 
 
 def statuses(reader: TopicReader, message_id: str, recipient: str) -> list[DeliveryStatus]:
@@ -342,6 +347,7 @@ async def test_a_retry_waiting_for_its_time_does_not_hold_up_new_actions(
         fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory) -> None:
     sink = sinks(SinkHandler(data_replies=["451 4.3.0 Try again later"]))
     waiting, later = action(decision("bob@example.com")), action(decision("carol@example.com"))
+    paused_before, slept_before = hold_count("pause"), hold_count("sleep")
     async with running(settings_for(fresh_kafka, redis_url, sink.port, unique, retry_delays_s=[30])):
         reader = await TopicReader(fresh_kafka, topics.MAIL_DELIVERY).start()
         try:
@@ -355,5 +361,6 @@ async def test_a_retry_waiting_for_its_time_does_not_hold_up_new_actions(
         finally:
             await reader.stop()
     assert elapsed < 2.0
+    assert hold_count("pause") > paused_before and hold_count("sleep") == slept_before  # paused, never slept
     assert [r.status for r in reader.results(waiting.message_id)] == [DeliveryStatus.DEFERRED]
     assert [r.status for r in reader.results(later.message_id)] == [DeliveryStatus.DELIVERED]

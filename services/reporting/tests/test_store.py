@@ -16,7 +16,7 @@ from mailgw_libs.events import DeliveryStatus, Fate, SymbolHit, new_message_id
 from mailgw_reporting import ingest
 from mailgw_reporting.queries import QuarantineQuery, TrackingQuery, Window
 from mailgw_reporting.schema import MESSAGES
-from mailgw_reporting.store import ReportStore, StoreUnavailable, client_dsn, redact
+from mailgw_reporting.store import ReportStore, StoreUnavailable, client_dsn, parse_url, redact
 
 if TYPE_CHECKING:
     from conftest import Scenario
@@ -77,6 +77,11 @@ async def test_summary_counts_and_duplicates(store: ReportStore, scenario: Scena
         "received": 9, "delivered": 2, "spam": 2, "virus": 3, "quarantined": 1, "blocked": 1,
         "rejected": 2, "deferred": 1, "bounced": 1,
     }
+    # Tracking (states from the joined sources) agrees with the summary (states from one aggregation).
+    rows = await store.tracking(TrackingQuery(sender=s.sender, window=s.window))
+    for state in ("delivered", "bounced", "quarantined", "blocked", "deferred"):
+        assert sum(r["status"] == state for r in rows) == summary["recipients"][state], state
+        assert len({r["message_id"] for r in rows if r["status"] == state}) == summary[state], state
     # Storing them a third time changes nothing, nor does a merge.
     await s.store_all(store)
     await store.run("optimize", lambda cl: cl.command(f"OPTIMIZE TABLE {store.database}.messages FINAL"))
@@ -188,6 +193,27 @@ async def test_quarantine_list_get_raw(store: ReportStore, scenario: Scenario) -
     assert await store.quarantine_raw("01UNKNOWN") is None
 
 
+async def test_quarantine_of_one_message_under_two_rules(store: ReportStore, scenario: Scenario) -> None:
+    """Delivery publishes one quarantine event per (kind, rule): none replaces another, even merged."""
+    s = scenario
+    b, c, d = s.rcpt("bob"), s.rcpt("carol"), s.rcpt("dave")
+    raw = s.raw("Offer")
+    rx = s.received([b, c, d], raw=raw)
+    first = s.quarantine(rx, [b], raw, kind="spam")
+    s.events.append((topics.MAIL_QUARANTINE, frames.pack(first.model_copy(update={"recipients": [c], "rule": "bulk"}),
+                                                         raw)))
+    s.quarantine(rx, [d], raw, kind="policy")
+    await s.store_all(store, times=2)
+    await store.run("optimize", lambda cl: cl.command(f"OPTIMIZE TABLE {store.database}.quarantine FINAL"))
+    item = await store.quarantine_get(rx.message_id)
+    assert item is not None
+    assert (item["kind"], item["rule"], item["recipients"]) == ("policy,spam", "bulk,spam", sorted([b, c, d]))
+    spam_only = await store.quarantine_list(QuarantineQuery(sender=s.sender, kind="spam"))
+    assert [(i["kind"], i["recipients"]) for i in spam_only] == [("spam", sorted([b, c]))]
+    rows = await store.tracking(TrackingQuery(sender=s.sender))
+    assert {r["recipient"]: r["status"] for r in rows} == {b: "quarantined", c: "quarantined", d: "quarantined"}
+
+
 async def test_quarantine_ttl(store: ReportStore, scenario: Scenario) -> None:
     s = scenario
     rx = s.received([s.rcpt("bob")])
@@ -236,9 +262,12 @@ def test_client_dsn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (tmp_path / "var" / "clickhouse").is_dir()
     assert client_dsn(f"chdb://{tmp_path}/abs") == f"chdb://{tmp_path}/abs"
     assert client_dsn("chdb://memory") == "chdb://memory"
-    assert client_dsn("http://default:pw@127.0.0.1:8123") == "http://default:pw@127.0.0.1:8123"
-    assert client_dsn("https://ch.example:8443/db") == "https://ch.example:8443/db"
-    for bad in ("clickhouse://x", "var/clickhouse", "chdb://"):
+    assert parse_url("http://default:pw@127.0.0.1:8123") == ("http://default:pw@127.0.0.1:8123", None)
+    assert parse_url("https://ch.example:8443/reports?compress=1") == ("https://ch.example:8443?compress=1", "reports")
+    assert parse_url("http://default:@clickhouse:8123/mailgw") == ("http://default:@clickhouse:8123", "mailgw")
+    assert ReportStore("http://default:@127.0.0.1:9/reports").database == "reports"
+    assert ReportStore("http://127.0.0.1:9/", database="other").database == "other"
+    for bad in ("clickhouse://x", "var/clickhouse", "chdb://", "http://h:1/a-b", "http://h:1/a/b"):
         with pytest.raises(ValueError):
             client_dsn(bad)
     assert redact("http://default:secret@127.0.0.1:8123/x") == "http://default:***@127.0.0.1:8123/x"

@@ -18,10 +18,14 @@ from datetime import datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 from faststream.kafka.message import KafkaMessage
+from prometheus_client import Counter
 
 from mailgw_libs import topics
 
 LIFETIME_EXCEEDED = "queue lifetime exceeded"
+
+HOLDS = Counter("mailgw_delivery_retry_holds_total",
+                "Retry records fetched before they were due, by how their partition waited", ["how"])
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class PartitionHold:
         if not isinstance(consumer, AIOKafkaConsumer) or isinstance(record, tuple):
             # No consumer to pause (not expected with FastStream's Kafka subscriber): a short
             # sleep keeps the redelivery loop slow, and the record is fetched again after it.
+            HOLDS.labels("sleep").inc()
             await asyncio.sleep(min(seconds, self.fallback_sleep_s))
             return
         partition = TopicPartition(record.topic, record.partition)
@@ -129,6 +134,7 @@ class PartitionHold:
 
         handle = loop.call_later(seconds, resume)
         self._timers.add(handle)
+        HOLDS.labels("pause").inc()
 
     def cancel(self) -> None:
         for handle in self._timers:

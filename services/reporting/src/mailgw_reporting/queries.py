@@ -161,6 +161,31 @@ STATUS = """
 """
 
 
+# The same states as STATUS over the joined sources, computed with one aggregation (about twice as fast as
+# the joins, for the summary over every recipient): the event with the greatest (stage, time, attempt,
+# final) wins.
+STATES = """
+    SELECT message_id, recipient, argMax(st, k) AS status, argMax(ts, k) AS status_at FROM (
+        SELECT message_id, arrayJoin(recipients) AS recipient, 'received' AS st, received_at AS ts,
+               tuple(0, received_at, 0, 0) AS k
+        FROM {db}.messages
+        UNION ALL
+        SELECT message_id, recipient,
+               multiIf(fate = 'accept', 'accepted', fate = 'block', 'blocked', fate = 'quarantine', 'quarantined',
+                       toString(fate)),
+               decided_at, tuple(1, decided_at, 0, 0)
+        FROM {db}.actions
+        UNION ALL
+        SELECT message_id, arrayJoin(recipients), 'quarantined', quarantined_at, tuple(2, quarantined_at, 0, 0)
+        FROM {db}.quarantine
+        UNION ALL
+        SELECT message_id, recipient, toString(status), at,
+               tuple(3, at, attempt, status IN ('delivered', 'bounced', 'quarantined', 'blocked'))
+        FROM {db}.delivery
+    ) GROUP BY message_id, recipient
+"""
+
+
 def _states_from(db: str, ids: str, recipient: str) -> str:
     """FROM clause of one row per (message, recipient) with every source joined."""
     keys = KEYS.format(db=db, ids=ids, recipient=recipient)
@@ -218,9 +243,7 @@ def summary(client: Client, db: str, window: Window) -> dict[str, Any]:
     counts = ", ".join(f"uniqExactIf(message_id, status = '{s}'), countIf(status = '{s}')"
                        for s in (*FINAL_STATES, "deferred"))
     row = client.query(
-        f"""SELECT {counts} FROM (
-                SELECT message_id, recipient, {STATUS} {_states_from(db, "", "")}
-            ) {cs.sql()}""",
+        f"SELECT {counts} FROM ({STATES.format(db=db)}) {cs.sql()}",
         parameters=cs.params,
     ).result_rows[0]
     for i, state in enumerate((*FINAL_STATES, "deferred")):
@@ -397,7 +420,7 @@ def quarantine_list(client: Client, db: str, days: int, query: QuarantineQuery) 
 
 def quarantine_get(client: Client, db: str, days: int, message_id: str) -> dict[str, Any] | None:
     c = _alive(days).add("message_id = {id}", id=(message_id, "String"))
-    sql = f"""SELECT {QUARANTINE_FIELDS}, any(rule) AS o_rule,
+    sql = f"""SELECT {QUARANTINE_FIELDS}, arrayStringConcat(arraySort(groupUniqArray(rule)), ',') AS o_rule,
                      argMax(tuple(symbol_names, symbol_scores, symbol_details), score) AS o_symbols,
                      arraySort(groupUniqArrayArray(viruses)) AS o_viruses
               FROM {db}.quarantine {c.sql()} GROUP BY message_id"""

@@ -144,8 +144,9 @@ DELIVERY = Table(
 )
 
 
-# Quarantined messages with their raw bytes. The store adds the TTL (the quarantine lifetime setting):
-# see `with_ttl`.
+# Quarantined messages with their raw bytes: one row per (message, kind, rule), as delivery publishes
+# one event per (kind, rule) of the quarantined recipients. The store adds the TTL (the quarantine
+# lifetime setting, see `all_tables`).
 QUARANTINE = Table(
     "quarantine",
     (
@@ -165,7 +166,7 @@ QUARANTINE = Table(
         ("ingested_at", TS),
     ),
     engine="ReplacingMergeTree",
-    order_by="(message_id, kind)",
+    order_by="(message_id, kind, rule)",
     codecs=(("raw", "ZSTD(3)"),),
 )
 

@@ -13,7 +13,8 @@ class ReportingSettings(ServiceSettings):
 
     http_port: int = 8025
     # Where the reports live: `chdb://<dir>` (embedded ClickHouse, one process per directory; a relative
-    # directory is relative to the working directory) or `http(s)://user:password@host:port` (a server).
+    # directory is relative to the working directory) or `http(s)://user:password@host:port[/database]`
+    # (a server; a database in the URL wins over `database`).
     clickhouse_url: str = Field(default="chdb://var/clickhouse", validation_alias=shared("CLICKHOUSE_URL"))
     # Database holding the reporting tables (created at start).
     database: str = "mailgw"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -63,34 +64,48 @@ TRANSIENT_CODES = frozenset({
 SCHEMA_CODES = frozenset({60, 81})
 
 
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
 class StoreUnavailable(TransientError):
     """ClickHouse cannot be reached or is overloaded: retry later (the Kafka message is redelivered)."""
 
 
 def client_dsn(url: str) -> str:
-    """The DSN for clickhouse_connect.get_client.
+    """The DSN for clickhouse_connect.get_client (see `parse_url`)."""
+    return parse_url(url)[0]
+
+
+def parse_url(url: str) -> tuple[str, str | None]:
+    """The DSN for clickhouse_connect.get_client, and the database named in the URL if any.
 
     `chdb://<dir>` names a directory, relative (to the working directory) or absolute
     (`chdb:///var/lib/x`); it is made absolute, and created, because clickhouse-connect would read
     `chdb://var/clickhouse` as directory `var` and database `clickhouse`. `chdb://memory` is a
-    throwaway in-memory engine. http(s) URLs pass unchanged.
+    throwaway in-memory engine. For http(s) URLs, a path (`http://host:8123/mailgw`) names the
+    database; it is taken out of the DSN, because the client checks the database when it connects,
+    before the store has created it.
     """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
         raise ValueError(f"ClickHouse URL without a scheme: {url!r} (use chdb://<dir> or http(s)://host:port)")
     if scheme in ("http", "https"):
-        return url
+        parts = urlsplit(url)
+        database = parts.path.strip("/") or None
+        if database is not None and not IDENTIFIER.match(database):
+            raise ValueError(f"the database in the ClickHouse URL must be a plain identifier, got {database!r}")
+        return urlunsplit((parts.scheme, parts.netloc, "", parts.query, "")), database
     if scheme != "chdb":
         raise ValueError(f"unsupported ClickHouse URL scheme {scheme!r} (use chdb://<dir> or http(s)://host:port)")
     location, qmark, query = rest.partition("?")
     if location in ("memory", ":memory:"):
-        return "chdb://memory" + qmark + query
+        return "chdb://memory" + qmark + query, None
     if not location:
         raise ValueError("chdb:// URL without a directory")
     path = os.path.abspath(location)
     os.makedirs(path, exist_ok=True)
-    return "chdb://" + path + qmark + query
+    return "chdb://" + path + qmark + query, None
 
 
 def redact(url: str) -> str:
@@ -108,8 +123,10 @@ class ReportStore:
 
     def __init__(self, url: str, database: str = "mailgw", quarantine_days: int = 7) -> None:
         self.url = url
-        self.dsn = client_dsn(url)
-        self.database = database
+        self.dsn, url_database = parse_url(url)
+        self.database = url_database or database
+        if not IDENTIFIER.match(self.database):
+            raise ValueError(f"the database must be a plain identifier, got {self.database!r}")
         self.quarantine_days = quarantine_days
         self.tables: list[Table] = all_tables(quarantine_days)
         self._client: Client | None = None
