@@ -19,7 +19,7 @@ from pathlib import Path
 from mailgw_devstack.stack import Stack, StackPorts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.e2e.mail import delivered, ham, send, token  # noqa: E402
+from tests.e2e.mail import delivered, ham, send, token
 
 
 async def one(stack: Stack) -> tuple[float, float]:

@@ -81,6 +81,9 @@ def consumer_options(service: str, settings: ServiceSettings) -> dict[str, Any]:
         "heartbeat_interval_ms": 1_000,
         "max_partition_fetch_bytes": settings.kafka_max_bytes,
         "fetch_max_bytes": settings.kafka_max_bytes * 2,
+        # Measured on Tansu: a fetch returns only when this wait expires, so every hop costs up to it
+        # (end-to-end median 381 ms at aiokafka's 500, 158 ms at 50). Kafka proper returns at once.
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
 
 

@@ -25,6 +25,7 @@ class ServiceSettings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias=shared("REDIS_URL"))
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, validation_alias=shared("MAX_MESSAGE_BYTES"))
     log_level: str = Field(default="INFO", validation_alias=shared("LOG_LEVEL"))
+    kafka_fetch_max_wait_ms: int = Field(default=50, validation_alias=shared("KAFKA_FETCH_MAX_WAIT_MS"))
     partitions: int = Field(default=4, validation_alias=shared("PARTITIONS"))
     # Health, readiness and metrics endpoint of this process.
     http_host: str = "127.0.0.1"
