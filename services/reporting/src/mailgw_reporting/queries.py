@@ -122,8 +122,8 @@ STATE_SOURCES = """
                argMax(received_at, decided_at) AS a_received_at, argMax(sender, decided_at) AS a_sender,
                argMax(subject, decided_at) AS a_subject, argMax(client_ip, decided_at) AS a_client_ip,
                argMax(direction, decided_at) AS a_direction, argMax(fate, decided_at) AS a_fate,
-               argMax(rule, decided_at) AS a_rule, argMax(spam, decided_at) AS a_spam,
-               argMax(score, decided_at) AS a_score, argMax(symbol_names, decided_at) AS a_symbol_names,
+               argMax(rule, decided_at) AS a_rule, argMax(score, decided_at) AS a_score,
+               argMax(symbol_names, decided_at) AS a_symbol_names,
                argMax(symbol_scores, decided_at) AS a_symbol_scores,
                argMax(symbol_details, decided_at) AS a_symbol_details, argMax(viruses, decided_at) AS a_viruses,
                1 AS a_has
@@ -202,7 +202,8 @@ def summary(client: Client, db: str, window: Window) -> dict[str, Any]:
     c = Conditions().window("received_at", window)
     row = client.query(
         f"""SELECT count(), sum(n) FROM (
-                SELECT message_id, any(length(recipients)) AS n FROM {db}.messages {c.sql()} GROUP BY message_id)""",
+                SELECT message_id, any(length(arrayDistinct(recipients))) AS n FROM {db}.messages {c.sql()}
+                GROUP BY message_id)""",
         parameters=c.params,
     ).result_rows[0]
     messages["received"], recipients["received"] = int(row[0]), int(row[1] or 0)

@@ -233,7 +233,7 @@ class ReportStore:
                     self._client = None
 
         await asyncio.get_running_loop().run_in_executor(self._executor, _close)
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False)  # the close above ran last on its thread: nothing is left
 
     async def ping(self) -> tuple[bool, str]:
         """Readiness: `SELECT 1` through the store."""
