@@ -148,8 +148,14 @@ class DeadLetterGuard:
         except Exception as exc:  # noqa: BLE001 - any other failure is about this message: dead-letter it
             await self.dead_letter(msg, exc)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, (TransientError, *TRANSIENT_ERRORS))
+
     async def dead_letter(self, msg: KafkaMessage, exc: BaseException) -> None:
-        record: Any = msg.raw_message
+        await self.dead_letter_record(msg.raw_message, bytes(msg.body), exc)
+
+    async def dead_letter_record(self, record: Any, value: bytes, exc: BaseException) -> None:
+        """Dead-letter one Kafka record (also one record of a batch)."""
         topic = getattr(record, "topic", "unknown")
         key = record.key.decode(errors="replace") if getattr(record, "key", None) else ""
         headers = {
@@ -162,5 +168,5 @@ class DeadLetterGuard:
         log.error("message sent to dead-letter topic", exc_info=exc,
                   extra={"message_id": key, "topic": topic, "service": self.service})
         # If this publish fails, the exception propagates and the input is redelivered: nothing is lost.
-        await publish(self.broker, bytes(msg.body), topics.dead_letter(topic), key or "unknown", self.timeout_s, headers)
+        await publish(self.broker, value, topics.dead_letter(topic), key or "unknown", self.timeout_s, headers)
         DEAD_LETTERS.labels(self.service, topic).inc()

@@ -108,7 +108,7 @@ async def test_ingest_and_query_figures(store: ReportStore, scenario: Scenario) 
 
 
 async def test_service_ingest_rate(fresh_kafka: str, chdb_url: str, scenario: Scenario) -> None:
-    """Events through Kafka into ClickHouse: the rate of the running service, one insert per event."""
+    """Events through Kafka into ClickHouse: the rate of the running service (batched inserts)."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer

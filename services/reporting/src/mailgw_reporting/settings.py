@@ -20,6 +20,9 @@ class ReportingSettings(ServiceSettings):
     database: str = "mailgw"
     # Quarantined messages (metadata and raw bytes) are kept this many days after quarantined_at.
     quarantine_days: int = Field(default=7, ge=1, le=3650)
+    # Records are ingested in batches of up to this many, waiting at most batch_timeout_ms for a batch to fill.
+    batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    batch_timeout_ms: int = Field(default=200, ge=1, le=10_000)
 
     @field_validator("database")
     @classmethod
