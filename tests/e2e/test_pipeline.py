@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiosmtplib
@@ -149,3 +150,17 @@ def test_every_service_is_healthy_and_exports_metrics(stack: Stack) -> None:
         assert api(svc.port, "/healthz").status_code == 200, name
         assert api(svc.port, "/readyz").status_code == 200, name
         assert b"# HELP" in api(svc.port, "/metrics").content, name
+
+
+def test_admin_cli_reads_stats_and_tracking(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailgw_libs import cli
+
+    api_url = f"http://127.0.0.1:{stack.ports.reporting}"
+    cli.main(["--api", api_url, "stats", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["received"] >= 1
+    cli.main(["--api", api_url, "tracking", "--recipient", "user@example.com", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and all(r["recipient"] == "user@example.com" for r in rows if r.get("message_id"))
+    with pytest.raises(SystemExit, match="cannot reach"):
+        cli.main(["--api", "http://127.0.0.1:1", "stats"])

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import struct
-import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from PIL import Image, ImageDraw, ImageFont
-
-from mailgw_libs import frames, topics
-from mailgw_libs.events import Direction, MailReceived, new_message_id, utcnow
-from mailgw_libs.service import ServiceRuntime
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 SPAM_LINES = ("CHEAP VIAGRA NO PRESCRIPTION NEEDED", "Limited time offer - buy now")
@@ -95,71 +87,6 @@ def mail(body: str = "Hello,\nsee the picture.\n", images: tuple[tuple[str, byte
     return msg.as_bytes(policy=SMTP)
 
 
-class Bus:
-    """A producer and readers on one test broker (`fresh_kafka`): what the rest of the gateway would do."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=32 * 1024 * 1024)
-        self.consumers: dict[str, AIOKafkaConsumer] = {}
-
-    async def start(self) -> None:
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-        for consumer in self.consumers.values():
-            await consumer.stop()
-
-    async def send_mail(self, raw: bytes, partition: int | None = 0) -> str:
-        """Publish a MailReceived frame (like ingress does); returns its message id."""
-        message_id = new_message_id()
-        header = MailReceived(message_id=message_id, received_at=utcnow(), client_ip="127.0.0.1",
-                              mail_from="sender@example.org", rcpt_tos=["rcpt@example.com"],
-                              direction=Direction.INBOUND, size=len(raw))
-        await self.send(topics.MAIL_RECEIVED, frames.pack(header, raw), message_id, partition)
-        return message_id
-
-    async def send(self, topic: str, value: bytes, key: str, partition: int | None = 0) -> None:
-        await self.producer.send_and_wait(topic, value, key=key.encode(), partition=partition)
-
-    async def read(self, topic: str, key: str, timeout_s: float = 30.0) -> ConsumerRecord[bytes, bytes]:
-        """The first record of `topic` with this key, reading from the start."""
-        if topic not in self.consumers:
-            consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, group_id=None,
-                                        auto_offset_reset="earliest", enable_auto_commit=False)
-            await consumer.start()
-            self.consumers[topic] = consumer
-        consumer = self.consumers[topic]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    if record.key is not None and record.key.decode() == key:
-                        return record
-        raise AssertionError(f"no record with key {key} on {topic} within {timeout_s} s")
-
-
-@pytest.fixture
-async def kafka_bus(fresh_kafka: str) -> AsyncIterator[Bus]:
-    test_bus = Bus(fresh_kafka)
-    await test_bus.start()
-    yield test_bus
-    await test_bus.stop()
-
-
-async def wait_started(runtime: ServiceRuntime, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not runtime.started:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{runtime.name} did not start within {timeout_s} s")
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture(scope="session")
-def started() -> Callable[[ServiceRuntime], Awaitable[None]]:
-    return wait_started
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,15 @@ Tests that need isolation use unique topic names / Redis key prefixes / group id
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from mailgw_libs.service import ServiceRuntime
+
 from .infra import Managed, start_clamd, start_redis, start_tansu
+from .testing import KafkaTestBus, wait_started
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,18 @@ def fresh_kafka(tmp_path: Path) -> Iterator[str]:
     broker = start_tansu(tmp_path / "kafka")
     yield f"127.0.0.1:{broker.port}"
     broker.stop()
+
+
+@pytest.fixture
+async def kafka_bus(fresh_kafka: str) -> AsyncIterator[KafkaTestBus]:
+    """Producer and readers on this test's own broker: what the rest of the gateway would do."""
+    test_bus = KafkaTestBus(fresh_kafka)
+    await test_bus.start()
+    yield test_bus
+    await test_bus.stop()
+
+
+@pytest.fixture(scope="session")
+def started() -> Callable[[ServiceRuntime], Awaitable[None]]:
+    """`await started(runtime)`: wait until an in-process service has connected and started."""
+    return wait_started
