@@ -10,6 +10,8 @@ import aiosmtplib
 import pytest
 
 from mailgw_devstack.stack import Stack
+from mailgw_devstack.testing import collect
+from mailgw_libs import topics
 
 from .conftest import E2E_MAX_MESSAGE_BYTES
 from .mail import api, delivered, eicar_zip, gtube, ham, image_spam, queue_id, send_sync, token, wait_for
@@ -164,3 +166,22 @@ def test_admin_cli_reads_stats_and_tracking(stack: Stack, capsys: pytest.Capture
     assert rows and all(r["recipient"] == "user@example.com" for r in rows if r.get("message_id"))
     with pytest.raises(SystemExit, match="cannot reach"):
         cli.main(["--api", "http://127.0.0.1:1", "stats"])
+
+
+def test_trace_context_travels_from_ingress_to_delivery(stack: Stack) -> None:
+    marker = token()
+    code, answer = send_sync(stack.ports.smtp, ham(f"Trace {marker}"))
+    assert code == 250
+    mid = queue_id(answer)
+    final_status(stack, mid, {"delivered"})
+    bootstrap = f"127.0.0.1:{stack.infra['kafka'].port}"
+
+    def trace_ids(topic: str) -> set[str]:
+        records = asyncio.run(collect(bootstrap, topic, 1, key=mid, timeout=20))
+        assert records, f"no {topic} record for {mid}"
+        return {dict(r.headers)["traceparent"].decode().split("-")[1] for r in records}
+
+    origin = trace_ids(topics.MAIL_RECEIVED)
+    assert len(origin) == 1
+    for topic in (topics.MAIL_VERDICTS, topics.MAIL_ACTIONS, topics.MAIL_DELIVERY):
+        assert trace_ids(topic) == origin, topic

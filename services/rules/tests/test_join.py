@@ -97,3 +97,21 @@ async def test_concurrent_claims_decide_once(redis: aioredis.Redis, unique: str)
     await join.release("M4")
     assert await decider.decide("M4")
     assert len(pub.actions) == 1
+
+
+async def test_deadline_decision_stays_in_the_message_trace(redis: aioredis.Redis, unique: str) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    join, decider, _ = make(redis, unique, deadline=0.0)
+    seen: list[str] = []
+
+    async def publish(action: MailAction, raw: bytes) -> None:
+        seen.append(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+
+    decider.publish = publish
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await join.add_received("M5", received("M5"), time.time() - 1, f"00-{trace_id}-00f067aa0ba902b7-01")
+    assert await decider.decide("M5")
+    assert seen == [trace_id]

@@ -44,7 +44,8 @@ def build(settings: RulesSettings, redis_prefix: str | None = None) -> ServiceRu
         envelope = frames.unpack_header(data, MailReceived)
         if await join.is_done(envelope.message_id):
             return
-        await join.add_received(envelope.message_id, data, envelope.received_at.timestamp())
+        await join.add_received(envelope.message_id, data, envelope.received_at.timestamp(),
+                                msg.headers.get("traceparent", ""))
         await decider.decide_if_complete(envelope.message_id)
 
     async def handle_verdict(msg: KafkaMessage) -> None:

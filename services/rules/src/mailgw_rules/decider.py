@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from mailgw_libs import frames
@@ -15,6 +16,7 @@ from .join import VerdictJoin
 from .policy import DefaultPolicy
 
 log = logging.getLogger("mailgw.rules.decider")
+tracer = trace.get_tracer("mailgw.rules")
 
 DECISIONS = Counter("mailgw_rules_decisions_total", "Messages decided", ["fate", "complete"])
 JOIN_SECONDS = Histogram("mailgw_rules_join_seconds", "Time from reception to decision")
@@ -48,7 +50,12 @@ class Decider:
                 return False
             envelope, raw = frames.unpack(joined.received_frame, MailReceived, self.max_raw_bytes)
             action = self.policy.decide(envelope, joined.verdicts, self.join.scorers)
-            await self.publish(action, raw)
+            # The decision belongs to the message's trace, also when the deadline sweeper makes it.
+            parent = propagate.extract({"traceparent": joined.traceparent}) if joined.traceparent else None
+            with tracer.start_as_current_span("rules.decide", context=parent) as span:
+                span.set_attribute("mailgw.message_id", message_id)
+                span.set_attribute("mailgw.missing_scorers", ",".join(action.missing_scorers))
+                await self.publish(action, raw)
         except BaseException:
             await self.join.release(message_id)
             raise

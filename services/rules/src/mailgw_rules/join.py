@@ -28,6 +28,7 @@ class JoinedMessage:
     message_id: str
     received_frame: bytes | None
     verdicts: dict[str, Verdict]
+    traceparent: str = ""
 
 
 class VerdictJoin:
@@ -49,9 +50,9 @@ class VerdictJoin:
     async def is_done(self, message_id: str) -> bool:
         return bool(await self.redis.exists(f"{self.prefix}done:{message_id}"))
 
-    async def add_received(self, message_id: str, frame: bytes, received_ts: float) -> None:
+    async def add_received(self, message_id: str, frame: bytes, received_ts: float, traceparent: str = "") -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self._msg(message_id), "received", frame)
+        pipe.hset(self._msg(message_id), mapping={"received": frame, "traceparent": traceparent})
         pipe.expire(self._msg(message_id), self.state_ttl_s)
         # NX: a redelivered mail.received must not push the deadline further out.
         pipe.zadd(self._deadlines, {message_id: received_ts + self.deadline_s}, nx=True)
@@ -70,7 +71,8 @@ class VerdictJoin:
             name = key.decode()
             if name.startswith("v:"):
                 verdicts[name[2:]] = Verdict.model_validate_json(value)
-        return JoinedMessage(message_id, fields.get(b"received"), verdicts)
+        traceparent = fields.get(b"traceparent", b"").decode(errors="replace")
+        return JoinedMessage(message_id, fields.get(b"received"), verdicts, traceparent)
 
     def is_complete(self, joined: JoinedMessage) -> bool:
         return joined.received_frame is not None and all(s in joined.verdicts for s in self.scorers)
