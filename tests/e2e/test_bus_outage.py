@@ -25,6 +25,7 @@ def test_bus_outage_gives_451_not_250(tmp_path: Path) -> None:
         "PATH": "/usr/bin:/bin", "MAILGW_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "MAILGW_INGRESS_SMTP_PORT": str(smtp_port), "MAILGW_INGRESS_HTTP_PORT": str(http_port),
         "MAILGW_INGRESS_RELAY_DOMAINS": json.dumps(["example.com"]), "MAILGW_PUBLISH_TIMEOUT_S": "3",
+        "MAILGW_INGRESS_GREYLISTING": "false", "MAILGW_INGRESS_PREGREET_DELAY_S": "0",
     }
     ingress = spawn("ingress", [sys.executable, "-m", "mailgw_ingress"], tmp_path / "ingress.log", env=env)
     try:

@@ -6,13 +6,18 @@ import asyncio
 import contextlib
 import logging
 
+import redis.asyncio as aioredis
+
 from mailgw_libs import bus, frames, topics
 from mailgw_libs.events import MailReceived, SmtpEvent
 from mailgw_libs.service import ServiceRuntime, setup
 
+from .access import AccessList
+from .greylist import Breaker, GreylistPolicy, make_redis
+from .ratelimit import RateLimiter
 from .relay import RelayPolicy
 from .settings import IngressSettings
-from .smtp import IngressHandler, start_smtp_server
+from .smtp import IngressHandler, make_tls_context, start_smtp_server
 
 SERVICE = "ingress"
 log = logging.getLogger("mailgw.ingress")
@@ -58,6 +63,17 @@ def build(settings: IngressSettings) -> ServiceRuntime:
         data = frames.pack(event, raw)
         await bus.publish(broker, data, topics.MAIL_RECEIVED, event.message_id, settings.publish_timeout_s)
 
+    redis: aioredis.Redis | None = None
+    if settings.uses_redis:
+        redis = make_redis(settings.redis_url, settings.redis_timeout_s)
+    breaker = Breaker()  # one Redis: one failure opens it for both checks
+    greylist = None
+    if settings.greylisting and redis is not None:
+        greylist = GreylistPolicy(redis, settings.redis_prefix, settings.greylist_delay_s,
+                                  settings.greylist_retry_window_s, settings.greylist_whitelist_s, breaker=breaker)
+    rates = None
+    if redis is not None and (settings.messages_per_minute_per_ip > 0 or settings.messages_per_minute_per_sender > 0):
+        rates = RateLimiter(redis, settings.redis_prefix, breaker=breaker)
     handler = IngressHandler(
         policy=RelayPolicy(settings.relay_domains, settings.trusted_networks),
         publish=publish_received,
@@ -65,21 +81,38 @@ def build(settings: IngressSettings) -> ServiceRuntime:
         hostname=settings.hostname,
         max_recipients=settings.max_recipients,
         max_message_bytes=settings.max_message_bytes,
+        welcomelist=AccessList.parse(settings.welcomelist),
+        blocklist=AccessList.parse(settings.blocklist),
+        greylist=greylist,
+        rates=rates,
+        max_connections_per_ip=settings.max_connections_per_ip,
+        messages_per_minute_per_ip=settings.messages_per_minute_per_ip,
+        messages_per_minute_per_sender=settings.messages_per_minute_per_sender,
+        tls_required_sender_domains=settings.tls_required_sender_domains,
     )
     server: asyncio.AbstractServer | None = None
 
     async def start_smtp() -> None:
         nonlocal server
+        tls_context = None
+        if settings.tls_cert_file and settings.tls_key_file:
+            tls_context = await asyncio.to_thread(make_tls_context, settings.tls_cert_file, settings.tls_key_file)
         server = await start_smtp_server(handler, settings.smtp_host, settings.smtp_port, settings.max_message_bytes,
-                                         settings.max_line_bytes, settings.session_timeout_s)
+                                         settings.max_line_bytes, settings.session_timeout_s,
+                                         data_timeout_s=settings.data_timeout_s, max_errors=settings.max_errors,
+                                         pregreet_delay_s=settings.pregreet_delay_s, tls_context=tls_context)
         runtime.spawn(events.run(), "smtp-events")
-        log.info("smtp listening", extra={"host": settings.smtp_host, "port": settings.smtp_port})
+        log.info("smtp listening", extra={"host": settings.smtp_host, "port": settings.smtp_port,
+                                          "starttls": tls_context is not None, "greylisting": greylist is not None})
 
     async def stop_smtp() -> None:
         if server is not None:
             server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
 
     async def smtp_listening() -> tuple[bool, str]:
         return (server is not None and server.is_serving(), f"{settings.smtp_host}:{settings.smtp_port}")
@@ -87,4 +120,17 @@ def build(settings: IngressSettings) -> ServiceRuntime:
     runtime.on_boot.append(start_smtp)
     runtime.on_stop.append(stop_smtp)
     runtime.checks["smtp"] = smtp_listening
+    if redis is not None:
+        store = redis
+
+        async def redis_state() -> tuple[bool, str]:
+            # Greylisting and rate limits fail open: Redis down degrades policy but mail still flows,
+            # so ingress stays ready and the detail says what is degraded.
+            try:
+                await store.ping()
+                return True, "redis ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+                return True, f"degraded: redis unreachable ({exc!r}); greylisting and rate limits fail open"
+
+        runtime.checks["redis"] = redis_state
     return runtime

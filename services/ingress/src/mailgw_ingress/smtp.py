@@ -8,25 +8,32 @@ acknowledge in time the answer is 451 and the sender keeps the message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from mailgw_libs import mime
 from mailgw_libs.events import MailReceived, SmtpEvent, TlsInfo, new_message_id, utcnow
 
-from .relay import RelayPolicy
+from .access import AccessList
+from .greylist import GREYLISTED_REPLY, GreylistPolicy
+from .ratelimit import RateLimiter
+from .relay import RelayPolicy, normalise_domain
 
 log = logging.getLogger("mailgw.ingress.smtp")
 
 SMTP_REPLIES = Counter("mailgw_ingress_smtp_replies_total", "SMTP replies by command and code", ["command", "code"])
 QUEUE_LATENCY = Histogram("mailgw_ingress_queue_seconds", "Time from end of DATA to the broker's acknowledgement")
+REFUSALS = Counter("mailgw_ingress_refusals_total", "SMTP refusals by check", ["check"])
+OPEN_CONNECTIONS = Gauge("mailgw_ingress_smtp_connections", "Open SMTP connections")
 
 # aiosmtpd's own answers, rewritten with RFC 3463 enhanced status codes.
 _ENHANCED = {
@@ -42,17 +49,72 @@ _ENHANCED = {
     "501 Syntax: EHLO hostname": "501 5.5.4 Syntax: EHLO hostname",
 }
 
+_BOGUS_GOODBYE = "502 5.5.1 Too many unrecognized commands"
+
 Publisher = Callable[[MailReceived, bytes], Awaitable[None]]
 EventSink = Callable[[SmtpEvent], None]
 
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd's SMTP protocol with enhanced status codes and a configurable line limit."""
+    """aiosmtpd's SMTP protocol with enhanced status codes, a configurable line limit and the connection checks.
 
-    def __init__(self, handler: Any, *, max_line_bytes: int, **kwargs: Any) -> None:
+    Connection checks (before the banner): client blocklist, connections per client IP, early talkers.
+    During the session: a DATA timeout of its own and a disconnect after `max_errors` error replies.
+    """
+
+    def __init__(self, handler: IngressHandler, *, max_line_bytes: int, data_timeout_s: float = 600.0,
+                 max_errors: int = 20, pregreet_delay_s: float = 0.0, **kwargs: Any) -> None:
         # aiosmtpd sizes its stream reader from this class attribute.
         self.line_length_limit = max_line_bytes
         super().__init__(handler, **kwargs)
+        self.gateway = handler
+        self.data_timeout_s = data_timeout_s
+        self.max_errors = max_errors
+        self.pregreet_delay_s = pregreet_delay_s
+        self.errors = 0
+        self.client_ip = ""
+        self._counted = False
+        self._closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again with the TLS transport after STARTTLS: count the connection only once.
+        if self._original_transport is None and not self._counted:
+            peer = transport.get_extra_info("peername")
+            self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+            self.gateway.connection_opened(self.client_ip)
+            self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.gateway.connection_closed(self.client_ip)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        refusal = self.gateway.connect_refusal(self)
+        if refusal is None and self.pregreet_delay_s > 0:
+            # postscreen-style pregreet test: a well-behaved client waits for the banner.
+            await asyncio.sleep(self.pregreet_delay_s)
+            if self._reader._buffer or self._reader.at_eof():  # type: ignore[attr-defined]
+                refusal = self.gateway.refuse_connection(self, 554, "client sent data before the greeting",
+                                                         "early_talker", "554 5.5.1 Protocol error: talked too early")
+        if refusal is not None:
+            await self._close_with(refusal)
+            return
+        await super()._handle_client()
+
+    async def _close_with(self, reply: str) -> None:
+        self._closing = True
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's timeout covers one whole command: give DATA (transfer included) its own.
+        self._reset_timeout(self.data_timeout_s)
+        await super().smtp_DATA(arg)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, bytes):
@@ -60,6 +122,19 @@ class GatewaySMTP(SMTP):
         text = _ENHANCED.get(str(status), str(status))
         SMTP_REPLIES.labels(self._current_command(), text[:3]).inc()
         await super().push(text)
+        if text.startswith(_BOGUS_GOODBYE) and not self._closing:
+            # aiosmtpd's own disconnect after repeated unknown commands: recorded like our refusals.
+            self._closing = True
+            self.gateway.refuse_connection(self, 502, "too many unrecognized commands", "bogus_commands", "")
+            return
+        # Greylisting answers are policy, not client errors: a first message to many recipients is not cut off.
+        if (self._closing or self.max_errors <= 0 or text[:1] not in "45" or text.startswith("421")
+                or text == GREYLISTED_REPLY):
+            return
+        self.errors += 1
+        if self.errors >= self.max_errors:
+            self.gateway.refuse_connection(self, 421, f"too many errors ({self.errors})", "max_errors", "")
+            await self._close_with("421 4.7.0 Too many errors")
 
     def _current_command(self) -> str:
         return "DATA" if getattr(self, "_in_data", False) else "SMTP"
@@ -67,30 +142,116 @@ class GatewaySMTP(SMTP):
 
 class IngressHandler:
     def __init__(self, policy: RelayPolicy, publish: Publisher, on_event: EventSink, hostname: str,
-                 max_recipients: int, max_message_bytes: int) -> None:
+                 max_recipients: int, max_message_bytes: int, *, welcomelist: AccessList | None = None,
+                 blocklist: AccessList | None = None, greylist: GreylistPolicy | None = None,
+                 rates: RateLimiter | None = None, max_connections_per_ip: int = 0,
+                 messages_per_minute_per_ip: int = 0, messages_per_minute_per_sender: int = 0,
+                 tls_required_sender_domains: list[str] | None = None) -> None:
+        # Relay control comes first at RCPT and nothing below can override it.
         self.policy = policy
         self.publish = publish
         self.on_event = on_event
         self.hostname = hostname
         self.max_recipients = max_recipients
         self.max_message_bytes = max_message_bytes
+        self.welcomelist = welcomelist or AccessList()
+        self.blocklist = blocklist or AccessList()
+        self.greylist = greylist
+        self.rates = rates
+        self.max_connections_per_ip = max_connections_per_ip
+        self.messages_per_minute_per_ip = messages_per_minute_per_ip
+        self.messages_per_minute_per_sender = messages_per_minute_per_sender
+        self.tls_required_sender_domains = frozenset(normalise_domain(d) for d in tls_required_sender_domains or [])
+        self.connections: dict[str, int] = {}
 
     def _refuse(self, session: Session, envelope: Envelope, code: int, reason: str, check: str,
                 rcpt: str = "") -> None:
+        REFUSALS.labels(check).inc()
         self.on_event(SmtpEvent(
             at=utcnow(), client_ip=_peer_ip(session), helo=session.host_name or "",
             mail_from=envelope.mail_from or "", rcpt=rcpt, reason=reason, check=check, code=code,
         ))
+
+    # --- connection stage -------------------------------------------------------------------------
+
+    def connection_opened(self, client_ip: str) -> None:
+        self.connections[client_ip] = self.connections.get(client_ip, 0) + 1
+        OPEN_CONNECTIONS.inc()
+
+    def connection_closed(self, client_ip: str) -> None:
+        left = self.connections.get(client_ip, 0) - 1
+        if left > 0:
+            self.connections[client_ip] = left
+        else:
+            self.connections.pop(client_ip, None)
+        OPEN_CONNECTIONS.dec()
+
+    def exempt(self, client_ip: str, sender: str | None = None) -> bool:
+        """Welcomelisted or trusted clients skip greylisting and the rate limits."""
+        return self.policy.is_trusted(client_ip) or self.welcomelist.listed(client_ip, sender)
+
+    def refuse_connection(self, server: SMTP, code: int, reason: str, check: str, reply: str) -> str:
+        assert server.session is not None and server.envelope is not None
+        self._refuse(server.session, server.envelope, code, reason, check)
+        return reply
+
+    def connect_refusal(self, server: SMTP) -> str | None:
+        """The reply that ends a new connection before the banner, or None to go on."""
+        assert server.session is not None
+        ip = _peer_ip(server.session)
+        if self.blocklist.client_listed(ip) and not self.welcomelist.client_listed(ip):
+            return self.refuse_connection(server, 554, "client blocklisted", "blocklist",
+                                          "554 5.7.1 Client host rejected: blocklisted")
+        if (self.max_connections_per_ip > 0 and self.connections.get(ip, 0) > self.max_connections_per_ip
+                and not self.exempt(ip)):
+            return self.refuse_connection(server, 421, "too many connections", "max_connections",
+                                          "421 4.7.0 Too many connections from your IP, try again later")
+        return None
+
+    # --- MAIL FROM --------------------------------------------------------------------------------
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        ip = _peer_ip(session)
+        if self.blocklist.sender_listed(address) and not self.welcomelist.listed(ip, address):
+            self._refuse(session, envelope, 554, "sender blocklisted", "blocklist")
+            return f"554 5.7.1 <{address}>: Sender address rejected: blocklisted"
+        if self.tls_required_sender_domains and not session.ssl:
+            domain = normalise_domain(address.rpartition("@")[2])
+            if domain in self.tls_required_sender_domains:
+                self._refuse(session, envelope, 530, f"TLS required for sender domain {domain}", "tls_required")
+                return "530 5.7.0 Must issue a STARTTLS command first"
+        if self.rates is not None and not self.exempt(ip, address):
+            counters = {"client": (ip, self.messages_per_minute_per_ip)}
+            if address:  # bounces (null sender) come from everywhere: no per-sender counter for them
+                counters["sender"] = (address, self.messages_per_minute_per_sender)
+            over = await self.rates.hit(counters)
+            if over is not None:
+                envelope.mail_from = address  # so that the event names the sender
+                self._refuse(session, envelope, 451, f"message rate limit per {over} exceeded", "rate")
+                envelope.mail_from = None
+                return "451 4.7.1 Rate limit exceeded, please try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    # --- RCPT TO ----------------------------------------------------------------------------------
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             self._refuse(session, envelope, 452, "too many recipients", "max_recipients", address)
             return "452 4.5.3 Too many recipients"
-        decision = self.policy.check_recipient(_peer_ip(session), address)
+        ip = _peer_ip(session)
+        decision = self.policy.check_recipient(ip, address)
         if not decision.allowed:
             self._refuse(session, envelope, 554, decision.reason, "relay", address)
             return f"554 5.7.1 <{address}>: {decision.reason}"
+        if self.greylist is not None and not self.exempt(ip, envelope.mail_from):
+            grey = await self.greylist.check(ip, envelope.mail_from or "", address)
+            if not grey.allowed:
+                self._refuse(session, envelope, 451, f"greylisted ({grey.state})", "greylist", address)
+                return GREYLISTED_REPLY
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
@@ -163,14 +324,25 @@ def _tls_info(session: Session) -> TlsInfo | None:
     return None
 
 
+def make_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """Server context for STARTTLS (blocking file reads: call it off the event loop)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 async def start_smtp_server(handler: IngressHandler, host: str, port: int, max_message_bytes: int,
-                            max_line_bytes: int, session_timeout_s: float) -> asyncio.AbstractServer:
+                            max_line_bytes: int, session_timeout_s: float, *, data_timeout_s: float = 600.0,
+                            max_errors: int = 20, pregreet_delay_s: float = 0.0,
+                            tls_context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
 
     def factory() -> GatewaySMTP:
-        return GatewaySMTP(handler, max_line_bytes=max_line_bytes, data_size_limit=max_message_bytes,
-                           enable_SMTPUTF8=True, hostname=handler.hostname, ident="mailgw ESMTP",
-                           timeout=session_timeout_s, loop=loop)
+        return GatewaySMTP(handler, max_line_bytes=max_line_bytes, data_timeout_s=data_timeout_s,
+                           max_errors=max_errors, pregreet_delay_s=pregreet_delay_s,
+                           data_size_limit=max_message_bytes, enable_SMTPUTF8=True, hostname=handler.hostname,
+                           ident="mailgw ESMTP", timeout=session_timeout_s, tls_context=tls_context, loop=loop)
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return await loop.create_server(factory, host=host, port=port, family=family, reuse_address=True)

@@ -50,6 +50,8 @@ mail security gateway is running (started in {time.monotonic() - started:.1f}s)
   clamd             127.0.0.1:{stack.infra['clamd'].port}
   health/metrics    """ + "  ".join(f"{n}:{port}" for n, port in p.health.items()) + f"""
   logs              {stack.state / 'logs'}/
+  STARTTLS          self-signed certificate in {stack.tls_dir}/
+  greylisting       off here (on in production): MAILGW_INGRESS_GREYLISTING=true make run
 
 Ctrl-C stops everything.
 """, flush=True)

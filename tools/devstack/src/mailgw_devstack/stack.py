@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,8 +62,13 @@ class Stack:
         if busy:
             raise StartError("ports already in use (is the gateway already running?): " + ", ".join(busy))
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.state / "tls"
+
     def start_infra(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
+        self_signed_cert(self.tls_dir, "mailgw.localdomain")
         self.infra["kafka"] = start_tansu(self.state, self.ports.kafka)
         self.infra["redis"] = start_redis(self.state, self.ports.redis)
         self.infra["clamd"] = start_clamd(self.state, self.ports.clamd)
@@ -93,6 +99,12 @@ class Stack:
                 "MAILGW_INGRESS_SMTP_PORT": str(self.ports.smtp),
                 "MAILGW_INGRESS_RELAY_DOMAINS": json.dumps(self.relay_domains),
                 "MAILGW_INGRESS_TRUSTED_NETWORKS": json.dumps(["127.0.0.1/32", "::1/128"]),
+                # Local profile: a newcomer's first mail goes straight through (production default: on);
+                # `MAILGW_INGRESS_GREYLISTING=true make run` turns it on.
+                "MAILGW_INGRESS_GREYLISTING": os.environ.get("MAILGW_INGRESS_GREYLISTING", "false"),
+                "MAILGW_INGRESS_PREGREET_DELAY_S": os.environ.get("MAILGW_INGRESS_PREGREET_DELAY_S", "0"),
+                "MAILGW_INGRESS_TLS_CERT_FILE": str(self.tls_dir / "cert.pem"),
+                "MAILGW_INGRESS_TLS_KEY_FILE": str(self.tls_dir / "key.pem"),
             },
             "antivirus": {"MAILGW_ANTIVIRUS_CLAMD_HOST": "127.0.0.1",
                           "MAILGW_ANTIVIRUS_CLAMD_PORT": str(self.infra["clamd"].port)},
@@ -152,3 +164,40 @@ class Stack:
             self.sink.stop()
         for item in reversed(list(self.infra.values())):
             item.stop()
+
+
+def self_signed_cert(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """A self-signed certificate and key for STARTTLS on the local run (kept when already there)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.exists() and key.exists():
+        return cert, key
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        _cert_with_cryptography(cert, key, hostname)
+    except ImportError:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                        "-subj", f"/CN={hostname}", "-addext", f"subjectAltName=DNS:{hostname}",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    key.chmod(0o600)
+    return cert, key
+
+
+def _cert_with_cryptography(cert: Path, key: Path, hostname: str) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=825))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+                   .sign(private, hashes.SHA256()))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
