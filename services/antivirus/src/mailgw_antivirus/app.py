@@ -1,4 +1,4 @@
-"""Wiring: mail.received -> clamd INSTREAM scan -> mail.verdicts."""
+"""Wiring: mail.received -> clamd INSTREAM scan (layer 1) + attachment policy and YARA (layer 2) -> mail.verdicts."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter, Histogram
 
 from mailgw_libs import bus, frames, topics
-from mailgw_libs.events import MailReceived
+from mailgw_libs.events import MailReceived, Verdict
 from mailgw_libs.service import ServiceRuntime, setup
 
-from .scanner import ClamdScanner, verdict_for
+from .archives import Limits
+from .attachments import AttachmentPolicy, Layer2Result, PolicyConfig
+from .cache import VerdictCache, make_redis
+from .scanner import SCORER, ClamdScanner, ScanResult, verdict_for
 from .settings import AntivirusSettings
+from .yara_rules import YaraRules
 
 SERVICE = "antivirus"
 
@@ -24,6 +28,24 @@ log = logging.getLogger("mailgw.antivirus")
 SCANS = Counter("mailgw_antivirus_scans_total", "Messages scanned by clamd, by outcome", ["outcome"])
 SCAN_SECONDS = Histogram("mailgw_antivirus_scan_seconds", "Time of one clamd INSTREAM scan",
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LAYER2_SECONDS = Histogram("mailgw_antivirus_layer2_seconds", "Time of one attachment-policy/YARA scan",
+                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LAYER2_SYMBOLS = Counter("mailgw_antivirus_layer2_symbols_total", "Layer-2 findings, by symbol", ["symbol"])
+CACHE = Counter("mailgw_antivirus_cache_total", "Verdict cache lookups, by result", ["result"])
+
+
+def make_policy(settings: AntivirusSettings) -> AttachmentPolicy:
+    config = PolicyConfig(
+        limits=Limits(max_total_bytes=settings.archive_max_total_bytes, max_members=settings.archive_max_members,
+                      max_ratio=settings.archive_max_ratio, ratio_min_bytes=settings.archive_ratio_min_bytes),
+        max_depth=settings.archive_max_depth, timeout_s=settings.layer2_timeout_s,
+        pdf_max_stream_bytes=settings.pdf_max_stream_bytes, scores=dict(settings.symbol_scores),
+        virus_symbols=frozenset(settings.virus_symbols), yara_default_score=settings.yara_default_score,
+    )
+    rules = YaraRules(settings.yara_dirs) if settings.yara_dirs else None
+    if rules is not None:
+        log.info("YARA rules compiled", extra={"files": list(rules.files.values()), "rules": rules.count})
+    return AttachmentPolicy(config, rules)
 
 
 def build(settings: AntivirusSettings, scanner: ClamdScanner | None = None) -> ServiceRuntime:
@@ -32,20 +54,55 @@ def build(settings: AntivirusSettings, scanner: ClamdScanner | None = None) -> S
     guard = bus.DeadLetterGuard(broker, SERVICE, settings.publish_timeout_s)
     runtime = ServiceRuntime(SERVICE, settings, broker)
     clamd = scanner or ClamdScanner(settings.clamd_host, settings.clamd_port, settings.clamd_timeout_s)
+    policy = make_policy(settings) if settings.layer2_enabled else None  # rules compile once, here
+    cache: VerdictCache | None = None
+    if settings.cache_enabled:
+        cache = VerdictCache(make_redis(settings.redis_url, settings.redis_timeout_s), settings.cache_prefix,
+                             settings.cache_ttl_s, policy.fingerprint() if policy is not None else "clamd-only")
+        runtime.on_stop.append(cache.close)
+
+    async def layer2(raw: bytes) -> Layer2Result | None:
+        if policy is None:
+            return None
+        started = time.perf_counter()
+        result = await policy.scan_async(raw)
+        LAYER2_SECONDS.observe(time.perf_counter() - started)
+        for hit in result.hits:
+            LAYER2_SYMBOLS.labels(hit.name).inc()
+        return result
+
+    async def clamd_scan(raw: bytes) -> ScanResult:
+        started = time.perf_counter()
+        result = await clamd.scan_async(raw)
+        SCAN_SECONDS.observe(time.perf_counter() - started)
+        return result
 
     async def handle(msg: KafkaMessage) -> None:
         envelope, raw = frames.unpack(bytes(msg.body), MailReceived, settings.kafka_max_bytes)
         started = time.perf_counter()
-        result = await clamd.scan_async(raw)
-        elapsed = time.perf_counter() - started
-        SCAN_SECONDS.observe(elapsed)
-        verdict = verdict_for(envelope.message_id, result, elapsed * 1000)
-        if result.viruses:
+        key = cache.key(raw) if cache is not None else ""
+        cached = await cache.get(key) if cache is not None else None
+        if cached is not None:
+            CACHE.labels("hit").inc()
+            verdict = Verdict.of(envelope.message_id, SCORER, cached.symbols,
+                                 (time.perf_counter() - started) * 1000, viruses=cached.viruses)
+        else:
+            if cache is not None:
+                CACHE.labels("miss").inc()
+            result, extra = await asyncio.gather(clamd_scan(raw), layer2(raw))
+            verdict = verdict_for(envelope.message_id, result, (time.perf_counter() - started) * 1000, extra)
+            if result.failed:
+                log.warning("clamd scan failed", extra={"message_id": envelope.message_id, "error": result.error})
+            if extra is not None and extra.error:
+                log.warning("attachment scan incomplete", extra={"message_id": envelope.message_id,
+                                                                 "error": extra.error})
+            if cache is not None and not result.failed and (extra is None or extra.complete):
+                await cache.put(key, verdict.symbols, verdict.viruses)
+        if verdict.viruses:
             SCANS.labels("virus").inc()
-            log.info("virus found", extra={"message_id": envelope.message_id, "viruses": list(result.viruses)})
-        elif result.failed:
+            log.info("virus found", extra={"message_id": envelope.message_id, "viruses": verdict.viruses})
+        elif verdict.failed:
             SCANS.labels("failed").inc()
-            log.warning("clamd scan failed", extra={"message_id": envelope.message_id, "error": result.error})
         else:
             SCANS.labels("clean").inc()
         await bus.publish(broker, verdict.model_dump_json().encode(), topics.MAIL_VERDICTS,

@@ -12,11 +12,14 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyclamd
 
 from mailgw_libs.events import SymbolHit, Verdict
+
+if TYPE_CHECKING:
+    from .attachments import Layer2Result
 
 SCORER = "antivirus"
 VIRUS_SYMBOL = "AV_VIRUS"
@@ -162,12 +165,19 @@ def parse_reply(reply: dict[str, tuple[str, str]] | None) -> ScanResult:
     return ScanResult(viruses=tuple(viruses), error="; ".join(errors))
 
 
-def verdict_for(message_id: str, result: ScanResult, duration_ms: float) -> Verdict:
-    """The verdict of one scan: AV_VIRUS per signature found, or AV_FAIL when clamd gave no answer."""
+def verdict_for(message_id: str, result: ScanResult, duration_ms: float,
+                layer2: Layer2Result | None = None) -> Verdict:
+    """One verdict for both layers: AV_VIRUS per clamd signature (or AV_FAIL when clamd gave no
+    answer), then the layer-2 symbols; layer-2 hard findings join the viruses."""
+    hits: list[SymbolHit] = []
+    viruses = list(result.viruses)
     if result.viruses:
         hits = [SymbolHit(name=VIRUS_SYMBOL, score=VIRUS_SCORE, detail=name) for name in result.viruses]
-        return Verdict.of(message_id, SCORER, hits, duration_ms, viruses=list(result.viruses))
-    if result.failed:
+    elif result.failed:
         hits = [SymbolHit(name=FAIL_SYMBOL, score=0.0, detail=result.error[:500])]
-        return Verdict.of(message_id, SCORER, hits, duration_ms, failed=True, error=result.error)
-    return Verdict.of(message_id, SCORER, [], duration_ms)
+    if layer2 is not None:
+        hits += layer2.hits
+        viruses += [v for v in layer2.viruses if v not in viruses]
+    if result.failed:
+        return Verdict.of(message_id, SCORER, hits, duration_ms, viruses=viruses, failed=True, error=result.error)
+    return Verdict.of(message_id, SCORER, hits, duration_ms, viruses=viruses)
