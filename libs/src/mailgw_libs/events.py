@@ -123,6 +123,9 @@ class MailAction(Event):
     missing_scorers: list[str] = Field(default_factory=list)
     failed_scorers: list[str] = Field(default_factory=list)
     decisions: list[RecipientDecision]
+    # Set on an action that releases the message from quarantine (one id per release): delivery keys its
+    # ledger of completed sends by (message id, release id, recipient), so a forced second release is sent.
+    release_id: str = ""
 
 
 class DeliveryStatus(StrEnum):
@@ -153,6 +156,8 @@ class RetryEnvelope(Event):
     attempt: int
     first_attempt_at: datetime
     not_before: datetime
+    # A delay warning (DSN, Action: delayed) has been sent to the sender for these recipients.
+    warned: bool = False
 
 
 class QuarantinedMessage(Event):

@@ -13,6 +13,7 @@ from mailgw_libs.events import MailAction, RetryEnvelope, utcnow
 from mailgw_libs.service import ServiceRuntime, setup
 
 from .dedupe import DeliveryLedger
+from .dsn import DsnBuilder
 from .fates import FateApplier
 from .relay import SmtpRelay
 from .retry import PartitionHold, RetrySchedule, hold_for
@@ -40,7 +41,9 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
     async def publish(body: bytes, topic: str, key: str) -> None:
         await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
 
-    applier = FateApplier(relay, ledger, schedule, publish)
+    dsn = DsnBuilder(settings.dsn_reporting_mta or settings.helo_name, delay_warning_h=settings.delay_warning_s / 3600,
+                     lifetime_h=settings.queue_lifetime_s / 3600) if settings.dsn_enabled else None
+    applier = FateApplier(relay, ledger, schedule, publish, dsn=dsn, delay_warning_s=settings.delay_warning_s)
 
     async def handle_action(msg: KafkaMessage) -> None:
         action, raw = await asyncio.to_thread(frames.unpack, bytes(msg.body), MailAction, settings.kafka_max_bytes)
@@ -56,7 +59,8 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
             await hold.hold(msg, wait_s)
             return
         envelope, raw = await asyncio.to_thread(frames.unpack, data, RetryEnvelope, settings.kafka_max_bytes)
-        await applier.apply(envelope.action, raw, envelope.recipients, envelope.attempt, envelope.first_attempt_at)
+        await applier.apply(envelope.action, raw, envelope.recipients, envelope.attempt, envelope.first_attempt_at,
+                            envelope.warned)
 
     retry_topics = set(schedule.topics)
 

@@ -7,7 +7,10 @@ Order of effects, all done before the handler returns (the input offset is commi
    go to the relay in one session; what the relay accepted is written to the ledger;
 3. deferred recipients: one retry envelope with the original bytes on the retry topic of the
    next delay, or BOUNCED once the queue lifetime is over;
-4. one DeliveryResult per recipient to mail.delivery.
+4. bounced recipients (5xx, or the queue lifetime is over): one DSN to the envelope sender (never to
+   the null sender), published as an action on mail.actions; a delay warning once the first attempt
+   is `delay_warning_s` old (see dsn.py);
+5. one DeliveryResult per recipient to mail.delivery.
 
 A failure to publish (Kafka) or to read the ledger (Redis) propagates: the input is
 redelivered, and the ledger keeps what was already sent from being sent again.
@@ -33,6 +36,7 @@ from mailgw_libs.events import (
     utcnow,
 )
 
+from .dsn import DsnBuilder, RecipientReport, dsn_action
 from .plan import DeliveryGroup, QuarantineGroup, plan_action
 from .relay import RecipientOutcome, Transaction
 from .retry import LIFETIME_EXCEEDED, RetrySchedule
@@ -70,17 +74,26 @@ def parse_ledger_value(value: str) -> tuple[int, str]:
     return (int(head), rest) if head.isdigit() else (0, value)
 
 
+def delivery_id(action: MailAction) -> str:
+    """The id under which the sends of this action are recorded: the message id, and the release id for a
+    release from quarantine (each release is a delivery of its own; its redelivery is not)."""
+    return f"{action.message_id}.{action.release_id}" if action.release_id else action.message_id
+
+
 class FateApplier:
     def __init__(self, relay: Relay, ledger: Ledger, schedule: RetrySchedule, publish: Publish,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, dsn: DsnBuilder | None = None, delay_warning_s: int = 0) -> None:
         self.relay = relay
         self.ledger = ledger
         self.schedule = schedule
         self.publish = publish
         self.clock = clock
+        self.dsn = dsn  # None: no DSNs at all
+        self.delay_warning_s = delay_warning_s  # 0: no delay warnings
 
     async def apply(self, action: MailAction, raw: bytes, recipients: Sequence[str] | None = None,
-                    attempt: int = 1, first_attempt_at: datetime | None = None) -> list[DeliveryResult]:
+                    attempt: int = 1, first_attempt_at: datetime | None = None,
+                    warned: bool = False) -> list[DeliveryResult]:
         """Handle the action (or, on a retry, only `recipients` of it); returns the results published."""
         now = self.clock()
         first = first_attempt_at or now
@@ -102,7 +115,7 @@ class FateApplier:
                         for r in group.recipients]
 
         if plan.deliveries:
-            results += await self._deliver(action, raw, plan.deliveries, attempt, first, now, result)
+            results += await self._deliver(action, raw, plan.deliveries, attempt, first, now, result, warned)
 
         await asyncio.gather(*(self.publish(r.model_dump_json().encode(), topics.MAIL_DELIVERY, action.message_id)
                                for r in results))
@@ -122,11 +135,12 @@ class FateApplier:
                                        "recipients": list(group.recipients)})
 
     async def _deliver(self, action: MailAction, raw: bytes, groups: list[DeliveryGroup], attempt: int,
-                       first: datetime, now: datetime,
-                       result: Callable[..., DeliveryResult]) -> list[DeliveryResult]:
+                       first: datetime, now: datetime, result: Callable[..., DeliveryResult],
+                       warned: bool = False) -> list[DeliveryResult]:
         relay = self.relay.name
+        sends_id = delivery_id(action)
         wanted = [r for g in groups for r in g.recipients]
-        already = await self.ledger.delivered(action.message_id, wanted)
+        already = await self.ledger.delivered(sends_id, wanted)
         results: list[DeliveryResult] = []
         for recipient, value in already.items():
             code, response = parse_ledger_value(value)
@@ -145,18 +159,23 @@ class FateApplier:
 
         outcomes = [o for tx_outcomes in await self.relay.deliver(transactions) for o in tx_outcomes]
         sent = [(o.recipient, ledger_value(o)) for o in outcomes if o.status is DeliveryStatus.DELIVERED]
-        await self.ledger.mark(action.message_id, sent)
+        await self.ledger.mark(sends_id, sent)
 
         deferred = [o for o in outcomes if o.status is DeliveryStatus.DEFERRED]
         step = self.schedule.next_step(attempt, first, now) if deferred else None
         if deferred and step is not None:
+            if not warned and self._warning_due(action, first, now):
+                reports = [RecipientReport.delayed(o.recipient, o.code, o.response, relay) for o in deferred]
+                await self._send_dsn(action, raw, reports, f"{sends_id}.delay", now)
+                warned = True
             envelope = RetryEnvelope(action=action, recipients=[o.recipient for o in deferred], attempt=step.attempt,
-                                     first_attempt_at=first, not_before=step.not_before)
+                                     first_attempt_at=first, not_before=step.not_before, warned=warned)
             frame = await asyncio.to_thread(frames.pack, envelope, raw)
             await self.publish(frame, step.topic, action.message_id)
             log.info("deferred", extra={"message_id": action.message_id, "attempt": attempt,
                                         "retry_topic": step.topic, "recipients": envelope.recipients})
 
+        bounces: list[RecipientReport] = []
         for o in outcomes:
             if o.status is DeliveryStatus.DEFERRED and step is not None:
                 results.append(result(o.recipient, DeliveryStatus.DEFERRED, smtp_code=o.code,
@@ -164,21 +183,42 @@ class FateApplier:
             elif o.status is DeliveryStatus.DEFERRED:
                 results.append(result(o.recipient, DeliveryStatus.BOUNCED, smtp_code=o.code,
                                       smtp_response=LIFETIME_EXCEEDED, relay=relay))
-                self._bounce(action, o.recipient, f"{LIFETIME_EXCEEDED}; last answer: {o.code} {o.response}")
+                bounces.append(RecipientReport.expired(o.recipient, o.code, o.response, relay))
             elif o.status is DeliveryStatus.BOUNCED:
                 results.append(result(o.recipient, DeliveryStatus.BOUNCED, smtp_code=o.code,
                                       smtp_response=o.response, relay=relay))
-                self._bounce(action, o.recipient, f"{o.code} {o.response}")
+                bounces.append(RecipientReport.bounced(o.recipient, o.code, o.response, relay))
             else:
                 results.append(result(o.recipient, o.status, smtp_code=o.code, smtp_response=o.response,
                                       relay=relay))
+        if bounces:
+            await self._bounce(action, raw, bounces, f"{sends_id}.dsn{attempt}", now)
         return results
 
-    def _bounce(self, action: MailAction, recipient: str, reason: str) -> None:
-        extra = {"message_id": action.message_id, "recipient": recipient, "reason": reason,
-                 "mail_from": action.mail_from}
+    def _warning_due(self, action: MailAction, first: datetime, now: datetime) -> bool:
+        return (self.dsn is not None and self.delay_warning_s > 0 and bool(action.mail_from)
+                and (now - first).total_seconds() >= self.delay_warning_s)
+
+    async def _bounce(self, action: MailAction, raw: bytes, reports: list[RecipientReport], dsn_id: str,
+                      now: datetime) -> None:
+        extra = {"message_id": action.message_id, "recipients": [r.recipient for r in reports],
+                 "reasons": [r.diagnostic for r in reports], "mail_from": action.mail_from}
         if not action.mail_from:
             log.warning("bounced; null sender, so no DSN", extra=extra)
+        elif self.dsn is None:
+            log.warning("bounced; DSNs are off", extra=extra)
         else:
-            # The DSN to the sender is not generated yet: the BOUNCED result is the only trace.
-            log.warning("bounced; DSN to the sender not implemented yet", extra=extra)
+            log.warning("bounced; DSN to the sender", extra={**extra, "dsn_id": dsn_id})
+            await self._send_dsn(action, raw, reports, dsn_id, now)
+
+    async def _send_dsn(self, action: MailAction, raw: bytes, reports: list[RecipientReport], dsn_id: str,
+                        now: datetime) -> None:
+        """Publish the DSN as an action from the null sender to the original sender (delivered like any mail)."""
+        assert self.dsn is not None and action.mail_from
+        try:
+            message = self.dsn.build(action, raw, reports, now, dsn_id)
+        except Exception:  # a DSN that cannot be built must not fail the delivery it reports on
+            log.exception("cannot build the DSN", extra={"message_id": action.message_id, "dsn_id": dsn_id})
+            return
+        frame = frames.pack(dsn_action(action, dsn_id, now), message)
+        await self.publish(frame, topics.MAIL_ACTIONS, dsn_id)

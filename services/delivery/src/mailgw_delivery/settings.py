@@ -40,6 +40,14 @@ class DeliverySettings(ServiceSettings):
     # before the head is fetched and checked again.
     retry_hold_max_s: float = 60.0
 
+    # DSNs (RFC 3464) to the envelope sender on a permanent failure and when the queue lifetime is over;
+    # never to the null sender, always sent from it.
+    dsn_enabled: bool = True
+    # Host name in Reporting-MTA and in the DSN's From (MAILER-DAEMON@...); empty: helo_name.
+    dsn_reporting_mta: str = ""
+    # A delay warning (Action: delayed) goes to the sender once, when a deferred message is this old (0: never).
+    delay_warning_s: int = Field(default=4 * 3600, ge=0)
+
     # Ledger of (message id, recipient) pairs the relay has accepted: a redelivered action never sends twice.
     ledger_prefix: str = "mailgw:delivery:sent:"
     ledger_ttl_s: int = 6 * 24 * 3600

@@ -3,20 +3,40 @@
 Query parameters are checked before any query runs: an unknown, repeated or malformed parameter
 is answered 400 with {"error": "bad_request", "detail": "..."}; an unknown quarantine id 404;
 ClickHouse unreachable 503.
+
+Quarantine operations: a release publishes the stored original to delivery on `mail.actions` as an
+action accepting the original recipients (rule `released`, a `release_id` of its own), then records
+the release; a deletion is recorded and hides the message. Operations are serialised in the process
+(one reporting process owns the data), so two concurrent releases cannot both pass the 409 check.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .queries import QuarantineQuery, TrackingQuery, Window
+from mailgw_libs import bus, frames, topics
+from mailgw_libs.events import Direction, Fate, MailAction, RecipientDecision, SymbolHit, new_message_id
+
+from .queries import QUARANTINE_STATES, QuarantineQuery, TrackingQuery, Window
 from .store import ReportStore, StoreUnavailable
+
+log = logging.getLogger("mailgw.reporting.api")
+
+RELEASE_RULE = "released"
+MAX_BODY = 64 * 1024
+
+# Publishes (body, topic, key) to Kafka and waits for the acknowledgement.
+Publish = Callable[[bytes, str, str], Awaitable[None]]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -109,6 +129,57 @@ def parse_message_id(value: str) -> str:
     return value
 
 
+def parse_state(value: str | None) -> str:
+    if value is None:
+        return ""
+    if value not in (*QUARANTINE_STATES, "any"):
+        raise BadRequest(f"state must be one of {', '.join((*QUARANTINE_STATES, 'any'))}, got {value!r}")
+    return value
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false, got {value!r}")
+
+
+async def release_recipients(request: Request) -> list[str] | None:
+    """The recipients named in the JSON body `{"recipients": [...]}`; None without a body."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    if len(body) > MAX_BODY:
+        raise BadRequest("request body too large")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadRequest("the body must be JSON: {\"recipients\": [\"user@example.com\"]}") from None
+    recipients = data.get("recipients") if isinstance(data, dict) else None
+    if (not isinstance(data, dict) or set(data) - {"recipients"} or not isinstance(recipients, list)
+            or not recipients or not all(isinstance(r, str) and r for r in recipients)):
+        raise BadRequest("the body must be {\"recipients\": [\"user@example.com\", ...]} (a non-empty list)")
+    return list(dict.fromkeys(recipients))
+
+
+def release_action(item: dict[str, Any], recipients: list[str], direction: str, client_ip: str,
+                   release_id: str, now: datetime) -> MailAction:
+    """The action that delivers a quarantined message to `recipients`, as decided by the release."""
+    spam = "spam" in item["kind"].split(",")
+    return MailAction(
+        message_id=item["id"], decided_at=now, received_at=datetime.fromisoformat(item["received_at"]),
+        mail_from=item["sender"], direction=Direction(direction) if direction in ("in", "out") else Direction.INBOUND,
+        client_ip=client_ip, subject=item["subject"], score=item["score"],
+        symbols=[SymbolHit(name=s["name"], score=s["score"], detail=s["detail"]) for s in item.get("symbols", [])],
+        viruses=list(item.get("viruses", [])),
+        decisions=[RecipientDecision(recipient=r, fate=Fate.ACCEPT, rule=RELEASE_RULE, spam=spam) for r in recipients],
+        release_id=release_id,
+    )
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -126,7 +197,10 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     return wrapper
 
 
-def routes(store: ReportStore) -> list[BaseRoute]:
+def routes(store: ReportStore, publish: Publish | None = None) -> list[BaseRoute]:
+    """The API over `store`; `publish` sends releases to delivery (without it, a release answers 503)."""
+    operations = asyncio.Lock()
+
     async def summary(request: Request) -> Response:
         window = parse_window(params_of(request, ("since", "until")))
         return JSONResponse(await store.summary(window))
@@ -147,12 +221,13 @@ def routes(store: ReportStore) -> list[BaseRoute]:
         return JSONResponse({"rows": rows, "count": len(rows), "limit": query.limit})
 
     async def quarantine_list(request: Request) -> Response:
-        p = params_of(request, ("recipient", "sender", "kind", "limit"))
+        p = params_of(request, ("recipient", "sender", "kind", "state", "limit"))
         query = QuarantineQuery(
             sender=parse_address("sender", p.get("sender")),
             recipient=parse_address("recipient", p.get("recipient")),
             kind=parse_kind(p.get("kind")),
             limit=parse_limit(p.get("limit")),
+            state=parse_state(p.get("state")),
         )
         items = await store.quarantine_list(query)
         return JSONResponse({"items": items, "count": len(items), "limit": query.limit})
@@ -174,11 +249,63 @@ def routes(store: ReportStore) -> list[BaseRoute]:
         return Response(raw, media_type="message/rfc822",
                         headers={"Content-Disposition": f'attachment; filename="{message_id}.eml"'})
 
+    async def quarantine_release(request: Request) -> Response:
+        force = parse_bool("force", params_of(request, ("force",)).get("force"))
+        message_id = parse_message_id(request.path_params["message_id"])
+        wanted = await release_recipients(request)
+        if publish is None:
+            return error(503, "unavailable", "this reporting instance cannot publish releases")
+        async with operations:
+            item = await store.quarantine_get(message_id)
+            raw = await store.quarantine_raw(message_id) if item is not None else None
+            if item is None or raw is None:
+                return error(404, "not_found", f"no quarantined message {message_id}")
+            original = {r.lower(): r for r in item["recipients"]}
+            unknown = [r for r in wanted or () if r.lower() not in original]
+            if unknown:
+                raise BadRequest(f"not recipients of {message_id}: {', '.join(unknown)}")
+            released = {r.lower() for r in item["released_to"]}
+            if wanted is None:  # every original recipient not released yet (all of them with force)
+                recipients = [r for r in item["recipients"] if force or r.lower() not in released]
+            else:
+                recipients = [original[r.lower()] for r in wanted]
+            again = [r for r in recipients if r.lower() in released]
+            if not recipients or (again and not force):
+                return error(409, "conflict", f"{message_id} was already released to "
+                             f"{', '.join(again or item['released_to'])}; add ?force=true to release it again")
+            direction, client_ip = await store.message_origin(message_id)
+            now, release_id = datetime.now(UTC), new_message_id()
+            action = release_action(item, recipients, direction, client_ip, release_id, now)
+            frame = await asyncio.to_thread(frames.pack, action, raw)
+            try:
+                await publish(frame, topics.MAIL_ACTIONS, message_id)
+            except (bus.TransientError, *bus.TRANSIENT_ERRORS) as exc:  # type: ignore[misc]
+                return error(503, "unavailable", f"cannot publish the release: {exc!r}")
+            await store.record_quarantine_op(message_id, "released", release_id, now, recipients)
+        log.info("released from quarantine", extra={"message_id": message_id, "recipients": recipients,
+                                                    "release_id": release_id, "force": force})
+        return JSONResponse({"id": message_id, "state": "released", "recipients": recipients,
+                             "release_id": release_id, "released_at": now.isoformat()}, status_code=202)
+
+    async def quarantine_delete(request: Request) -> Response:
+        params_of(request, ())
+        message_id = parse_message_id(request.path_params["message_id"])
+        async with operations:
+            item = await store.quarantine_get(message_id)
+            if item is None:
+                return error(404, "not_found", f"no quarantined message {message_id}")
+            now = datetime.now(UTC)
+            await store.record_quarantine_op(message_id, "deleted", new_message_id(), now, [])
+        log.info("deleted from quarantine", extra={"message_id": message_id})
+        return JSONResponse({"id": message_id, "state": "deleted", "deleted_at": now.isoformat()})
+
     return [
         Route("/api/v1/stats/summary", guarded(summary), methods=["GET"]),
         Route("/api/v1/stats/dead-letters", guarded(dead_letters), methods=["GET"]),
         Route("/api/v1/tracking", guarded(tracking), methods=["GET"]),
         Route("/api/v1/quarantine", guarded(quarantine_list), methods=["GET"]),
         Route("/api/v1/quarantine/{message_id}", guarded(quarantine_get), methods=["GET"]),
+        Route("/api/v1/quarantine/{message_id}", guarded(quarantine_delete), methods=["DELETE"]),
+        Route("/api/v1/quarantine/{message_id}/release", guarded(quarantine_release), methods=["POST"]),
         Route("/api/v1/quarantine/{message_id}/raw", guarded(quarantine_raw), methods=["GET"]),
     ]

@@ -95,5 +95,8 @@ def build(settings: ReportingSettings, store: ReportStore | None = None) -> Serv
     runtime.on_start.append(open_store)
     runtime.on_stop.append(close_store)
     runtime.checks["clickhouse"] = store.ping
-    runtime.routes.extend(api.routes(store))
+    async def publish(body: bytes, topic: str, key: str) -> None:
+        await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
+
+    runtime.routes.extend(api.routes(store, publish))
     return runtime

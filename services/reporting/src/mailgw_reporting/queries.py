@@ -39,12 +39,19 @@ class TrackingQuery:
     limit: int = 100
 
 
+# States of a quarantined message: `quarantined` (untouched), `released` (released for at least one
+# recipient), `deleted` (hidden from the detail and the raw download; listed only when asked for).
+QUARANTINE_STATES = ("quarantined", "released", "deleted")
+
+
 @dataclass(frozen=True)
 class QuarantineQuery:
     sender: str = ""
     recipient: str = ""
     kind: str = ""
     limit: int = 100
+    # One of QUARANTINE_STATES, "any", or "" (the default: every state but deleted).
+    state: str = ""
 
 
 def iso(value: datetime | None) -> str | None:
@@ -394,6 +401,50 @@ def _alive(days: int) -> Conditions:
     return Conditions().add("quarantined_at > now64(3) - toIntervalDay({days})", days=(days, "UInt32"))
 
 
+def _ops_ids(db: str, op: str) -> str:
+    return f"(SELECT message_id FROM {db}.quarantine_ops WHERE op = '{op}')"
+
+
+def _state_filter(c: Conditions, db: str, state: str) -> Conditions:
+    deleted, released = _ops_ids(db, "deleted"), _ops_ids(db, "released")
+    if state == "":
+        c.add(f"message_id NOT IN {deleted}")
+    elif state == "quarantined":
+        c.add(f"message_id NOT IN {deleted}").add(f"message_id NOT IN {released}")
+    elif state == "released":
+        c.add(f"message_id IN {released}").add(f"message_id NOT IN {deleted}")
+    elif state == "deleted":
+        c.add(f"message_id IN {deleted}")
+    elif state != "any":
+        raise ValueError(f"unknown quarantine state {state!r}")
+    return c
+
+
+def quarantine_states(client: Client, db: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """`state`, `released_at`, `released_to` (recipients released so far) and `deleted_at` of each message."""
+    out: dict[str, dict[str, Any]] = {
+        i: {"state": "quarantined", "released_at": None, "released_to": [], "deleted_at": None} for i in ids}
+    if not ids:
+        return out
+    rows = client.query(
+        f"""SELECT message_id, op, at, recipients FROM {db}.quarantine_ops WHERE message_id IN {{ids:Array(String)}}
+            ORDER BY at LIMIT 1 BY message_id, op_id""",
+        parameters={"ids": ids},
+    ).result_rows
+    released: dict[str, set[str]] = {}
+    for message_id, op, at, recipients in rows:
+        info = out[message_id]
+        if op == "deleted":
+            info["deleted_at"] = iso(at)
+        elif op == "released":
+            info["released_at"] = iso(at)
+            released.setdefault(message_id, set()).update(recipients)
+    for message_id, info in out.items():
+        info["released_to"] = sorted(released.get(message_id, ()))
+        info["state"] = "deleted" if info["deleted_at"] else "released" if info["released_at"] else "quarantined"
+    return out
+
+
 def _quarantine_item(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"],
@@ -413,14 +464,20 @@ def quarantine_list(client: Client, db: str, days: int, query: QuarantineQuery) 
     c = _alive(days).address("sender", query.sender).address_in("recipients", query.recipient)
     if query.kind:
         c.add("kind = {kind}", kind=(query.kind, "String"))
+    _state_filter(c, db, query.state)
     sql = f"""SELECT {QUARANTINE_FIELDS} FROM {db}.quarantine {c.sql()}
               GROUP BY message_id ORDER BY o_quarantined_at DESC, message_id DESC LIMIT {{limit:UInt32}}"""
     params = {**c.params, "days": days, "limit": query.limit}
-    return [_quarantine_item(r) for r in client.query(sql, parameters=params).named_results()]
+    items = [_quarantine_item(r) for r in client.query(sql, parameters=params).named_results()]
+    states = quarantine_states(client, db, [i["id"] for i in items])
+    return [{**i, **states[i["id"]]} for i in items]
 
 
-def quarantine_get(client: Client, db: str, days: int, message_id: str) -> dict[str, Any] | None:
+def quarantine_get(client: Client, db: str, days: int, message_id: str,
+                   deleted: bool = False) -> dict[str, Any] | None:
+    """The item with its rule, symbols, viruses and state; None if unknown, expired or (unless `deleted`) deleted."""
     c = _alive(days).add("message_id = {id}", id=(message_id, "String"))
+    _state_filter(c, db, "any" if deleted else "")
     sql = f"""SELECT {QUARANTINE_FIELDS}, arrayStringConcat(arraySort(groupUniqArray(rule)), ',') AS o_rule,
                      argMax(tuple(symbol_names, symbol_scores, symbol_details), score) AS o_symbols,
                      arraySort(groupUniqArrayArray(viruses)) AS o_viruses
@@ -431,17 +488,31 @@ def quarantine_get(client: Client, db: str, days: int, message_id: str) -> dict[
     r = rows[0]
     names, scores, details = r["o_symbols"]
     return {**_quarantine_item(r), "rule": r["o_rule"], "symbols": _symbols(names, scores, details),
-            "viruses": list(r["o_viruses"])}
+            "viruses": list(r["o_viruses"]), **quarantine_states(client, db, [message_id])[message_id]}
 
 
 def quarantine_raw(client: Client, db: str, days: int, message_id: str) -> bytes | None:
     c = _alive(days).add("message_id = {id}", id=(message_id, "String"))
+    _state_filter(c, db, "")
     result = client.query(f"SELECT raw FROM {db}.quarantine {c.sql()} LIMIT 1", parameters=c.params,
                           column_formats={"raw": "bytes"})
     if not result.result_rows:
         return None
     raw = result.result_rows[0][0]
     return bytes(raw)
+
+
+def message_origin(client: Client, db: str, message_id: str) -> tuple[str, str]:
+    """(direction, client ip) of a message from its receipt or its decision; ("", "") when neither is stored."""
+    rows = client.query(
+        f"""SELECT direction, client_ip FROM (
+                SELECT direction, client_ip, 0 AS pref FROM {db}.messages WHERE message_id = {{id:String}}
+                UNION ALL
+                SELECT direction, client_ip, 1 AS pref FROM {db}.actions WHERE message_id = {{id:String}}
+            ) ORDER BY pref LIMIT 1""",
+        parameters={"id": message_id},
+    ).result_rows
+    return (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
 
 
 # -- dead letters --------------------------------------------------------------------------------

@@ -176,6 +176,27 @@ def quarantine_ttl(days: int) -> str:
     return f"toDateTime(quarantined_at) + toIntervalDay({int(days)})"
 
 
+# Operations on quarantined messages (release, delete), one row each; `op_id` identifies one operation
+# (a release's id is the `release_id` of the action it published). Rows live as long as the quarantine
+# lifetime after the operation, so they outlive the message they are about.
+QUARANTINE_OPS = Table(
+    "quarantine_ops",
+    (
+        ("message_id", "String"),
+        ("op", "LowCardinality(String)"),
+        ("op_id", "String"),
+        ("at", TS),
+        ("recipients", "Array(String)"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(message_id, op_id)",
+)
+
+
+def quarantine_ops_ttl(days: int) -> str:
+    return f"toDateTime(at) + toIntervalDay({int(days)})"
+
+
 # SMTP-time refusals; `event_id` is a digest of the event, so a redelivered event has the same id.
 SMTP_EVENTS = Table(
     "smtp_events",
@@ -221,4 +242,5 @@ DEAD_LETTERS = Table(
 
 def all_tables(quarantine_days: int) -> list[Table]:
     quarantine = replace(QUARANTINE, ttl=quarantine_ttl(quarantine_days))
-    return [MESSAGES, VERDICTS, ACTIONS, DELIVERY, quarantine, SMTP_EVENTS, DEAD_LETTERS]
+    ops = replace(QUARANTINE_OPS, ttl=quarantine_ops_ttl(quarantine_days))
+    return [MESSAGES, VERDICTS, ACTIONS, DELIVERY, quarantine, ops, SMTP_EVENTS, DEAD_LETTERS]

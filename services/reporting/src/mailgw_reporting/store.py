@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +32,7 @@ from mailgw_libs.bus import TransientError
 
 from . import queries
 from .ingest import Batch
-from .schema import Table, all_tables, quarantine_ttl
+from .schema import QUARANTINE_OPS, Table, all_tables
 
 log = logging.getLogger("mailgw.reporting.store")
 
@@ -171,8 +172,9 @@ class ReportStore:
                     "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
                     parameters={"db": db, "t": table.name},
                 ).result_rows[0][0]
-                if quarantine_ttl(self.quarantine_days) not in engine:
-                    log.info("changing the quarantine lifetime", extra={"days": self.quarantine_days})
+                if table.ttl not in engine:
+                    log.info("changing the quarantine lifetime", extra={"days": self.quarantine_days,
+                                                                        "table": table.name})
                     client.command(f"ALTER TABLE {db}.{table.name} MODIFY TTL {table.ttl}")
 
     def _drop_client(self) -> None:
@@ -266,9 +268,18 @@ class ReportStore:
         return await self.run(
             "quarantine_list", lambda c: queries.quarantine_list(c, self.database, self.quarantine_days, query))
 
-    async def quarantine_get(self, message_id: str) -> dict[str, Any] | None:
+    async def quarantine_get(self, message_id: str, deleted: bool = False) -> dict[str, Any] | None:
         return await self.run(
-            "quarantine_get", lambda c: queries.quarantine_get(c, self.database, self.quarantine_days, message_id))
+            "quarantine_get",
+            lambda c: queries.quarantine_get(c, self.database, self.quarantine_days, message_id, deleted))
+
+    async def message_origin(self, message_id: str) -> tuple[str, str]:
+        return await self.run("message_origin", lambda c: queries.message_origin(c, self.database, message_id))
+
+    async def record_quarantine_op(self, message_id: str, op: str, op_id: str, at: datetime,
+                                   recipients: list[str]) -> None:
+        """Record a release or a deletion of a quarantined message (see `queries.quarantine_states`)."""
+        await self.insert(Batch(QUARANTINE_OPS, [[message_id, op, op_id, at, list(recipients)]]))
 
     async def quarantine_raw(self, message_id: str) -> bytes | None:
         return await self.run(
