@@ -1,4 +1,4 @@
-"""Runs every antispam check on one message."""
+"""Runs every antispam check on one message: GTUBE on the raw bytes, then the rule engine."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ from mailgw_libs import mime
 from mailgw_libs.events import SymbolHit
 
 from . import checks
+from .rules import Engine, build_view, load_engine
 
 
-def scan(raw: bytes, max_chars: int = 1_000_000) -> list[SymbolHit]:
-    """All symbol hits for the raw message. CPU-bound: call it in an executor from async code."""
+def scan(raw: bytes, max_chars: int = 1_000_000, engine: Engine | None = None) -> list[SymbolHit]:
+    """All symbol hits for the raw message. CPU-bound: call it in an executor from async code.
+
+    `engine` defaults to our own rule set (services/antispam rules/cf), built once per process."""
     msg = mime.parse(raw)
-    hits: list[SymbolHit] = []
-    hits += checks.check_gtube(raw)
-    hits += checks.check_date(msg)
-    hits += checks.check_message_id(msg)
-    hits += checks.check_from_and_subject(msg)
-    hits += checks.check_reply_to(msg)
-    hits += checks.check_body_phrases(msg, max_chars)
+    hits = checks.check_gtube(raw)
+    view = build_view(raw, max_chars, msg)
+    hits += (engine or load_engine()).run(view)
     return hits

@@ -1,0 +1,223 @@
+"""The texts a rule set looks at, built once per message (SpamAssassin's views of a message).
+
+- header rules: decoded (RFC 2047), unfolded header values, all instances joined, each ending in "\\n";
+  `:raw` keeps the undecoded, folded value; `:addr` the first address, `:name` its display name;
+  pseudo-headers `ALL`, `ToCc`, `MESSAGEID`, `EnvelopeFrom`.
+- body: the Subject, then the decoded text parts with HTML stripped, split into paragraphs (lines of a
+  paragraph joined by a space), as SpamAssassin's body rules see it.
+- rawbody: decoded text parts, HTML kept, line by line.
+- full: the raw message.
+- uri: links found in the text and in HTML `href`/`src` attributes.
+
+All texts are UTF-8 bytes: rules match octets as Perl does. Every size is bounded.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import getaddresses
+
+from mailgw_libs import mime
+
+MAX_PARTS = 1000
+MAX_HEADER_CHARS = 64 * 1024
+MAX_URIS = 2000
+
+_URI_IN_TEXT = re.compile(
+    r"""(?:(?:https?|ftp)://|www\.)[^\s<>"'()\[\]{}]+|mailto:[^\s<>"'()]+""", re.IGNORECASE)
+_HREF = re.compile(r"""\b(?:href|src|action)\s*=\s*(?:"([^"<>]{0,2000})"|'([^'<>]{0,2000})'|([^\s<>"']{1,2000}))""",
+                   re.IGNORECASE)
+# Bounded, linear-time pieces (hostile HTML must not make these quadratic).
+_ANCHOR_TAG = re.compile(r"<a\s[^<>]{0,1000}>", re.IGNORECASE)
+_TAG_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_ANCHOR_END = re.compile(r"</a\s*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+MAX_LINKS = 500
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+def extract_uris(text: str, html_source: bool = False, limit: int = MAX_URIS) -> list[str]:
+    """URIs in plain text, and (for HTML) in href/src/action attributes, in order, without duplicates."""
+    found: list[str] = []
+    if html_source:
+        for m in _HREF.finditer(text):
+            value = html.unescape(next(g for g in m.groups() if g is not None)).strip()
+            if value and not value.startswith(("#", "cid:", "data:", "javascript:")):
+                found.append(value)
+            if len(found) >= limit:
+                break
+    for m in _URI_IN_TEXT.finditer(html.unescape(text) if html_source else text):
+        found.append(m.group(0).rstrip(".,;:!?"))
+        if len(found) >= limit:
+            break
+    out: list[str] = []
+    seen: set[str] = set()
+    for uri in found:
+        forms = [uri]
+        if uri.lower().startswith("www."):
+            forms.append("http://" + uri)
+        for form in forms:
+            if form not in seen:
+                seen.add(form)
+                out.append(form)
+    return out[:limit]
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\r?\n[ \t]+", " ", value).replace("\r", "")
+
+
+def _decode_value(value: str) -> str:
+    holder = Message()
+    holder["X"] = value
+    return _unfold(mime.decoded_header(holder, "X"))
+
+
+@dataclass
+class MessageView:
+    raw: bytes
+    headers: list[tuple[str, str]]                 # (name, raw value), top level, in order
+    body: list[bytes] = field(default_factory=list)
+    rawbody: list[bytes] = field(default_factory=list)
+    uris: list[bytes] = field(default_factory=list)
+    part_headers: list[list[tuple[str, str]]] = field(default_factory=list)  # MIME parts (mimeheader)
+    html_links: list[tuple[str, str]] = field(default_factory=list)  # (href, visible text) of <a> tags
+    msg: Message | None = None
+    _cache: dict[tuple[str, str], str | None] = field(default_factory=dict)
+
+    def header(self, name: str, modifier: str = "") -> str | None:
+        """The value a header rule sees, or None when the header is absent."""
+        key = (name, modifier)
+        if key not in self._cache:
+            self._cache[key] = self._header(name, modifier)
+        return self._cache[key]
+
+    def _values(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for n, v in self.headers if n.lower() == lname]
+
+    def _header(self, name: str, modifier: str) -> str | None:
+        raw_mode = "raw" in modifier
+        # pseudo-headers are spelled exactly (a real header "MessageID" is not MESSAGEID)
+        if name == "ALL":
+            lines = [f"{n}: {v if raw_mode else _decode_value(v)}\n" for n, v in self.headers]
+            return "".join(lines)[:MAX_HEADER_CHARS] if lines else None
+        if name == "ToCc":
+            values = self._values("To") + self._values("Cc")
+        elif name == "MESSAGEID":
+            values = (self._values("Message-Id") + self._values("Resent-Message-Id")
+                      + self._values("X-Message-Id"))
+        elif name == "EnvelopeFrom":
+            values = self._values("Return-Path") or self._values("X-Envelope-From")
+        else:
+            values = self._values(name)
+        if not values:
+            return None
+        if "first" in modifier:
+            values = values[:1]
+        elif "last" in modifier:
+            values = values[-1:]
+        if not raw_mode:
+            values = [_decode_value(v) for v in values]
+        if "addr" in modifier or "name" in modifier:
+            pairs = getaddresses(values)
+            if not pairs:
+                return ""
+            display, address = pairs[0]
+            return (display if "name" in modifier else address) + "\n"
+        return "".join(v.strip() + "\n" for v in values)[:MAX_HEADER_CHARS]
+
+    def exists(self, name: str) -> bool:
+        """`exists:Name` (pseudo-headers such as ToCc included)."""
+        return self.header(name, "raw") is not None
+
+
+_STRAY_LT = re.compile(r"<(?![^<>]{0,4000}>)")
+
+
+def _defuse_html(text: str) -> str:
+    """A `<` that opens no tag becomes `&lt;`: the stdlib HTML parser is quadratic on unclosed tags."""
+    return _STRAY_LT.sub("&lt;", text)
+
+
+def _anchors(text: str, limit: int) -> list[tuple[str, str]]:
+    """(href, visible text) of <a href> elements, the text read up to 2,000 characters after the tag."""
+    out: list[tuple[str, str]] = []
+    for m in _ANCHOR_TAG.finditer(text):
+        if len(out) >= limit:
+            break
+        href = _TAG_HREF.search(m.group(0))
+        if not href:
+            continue
+        window = text[m.end(): m.end() + 2000]
+        end = _ANCHOR_END.search(window)
+        inner = window[: end.start()] if end else ""
+        value = next(g for g in href.groups() if g is not None)
+        out.append((html.unescape(value), html.unescape(_TAG.sub("", inner))))
+    return out
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+
+
+def _safe_parts(msg: Message, max_parts: int) -> list[tuple[mime.Part, list[tuple[str, str]]]]:
+    out: list[tuple[mime.Part, list[tuple[str, str]]]] = []
+    try:
+        walker = list(_walk(msg, max_parts * 4))
+    except RecursionError:
+        walker = [msg]
+    for part in walker:
+        if part.is_multipart():
+            continue
+        if len(out) >= max_parts:
+            break
+        for leaf in mime.leaf_parts(part, 1):
+            out.append((leaf, [(str(k), str(v)) for k, v in part.items()]))
+    return out
+
+
+def _walk(msg: Message, limit: int) -> list[Message]:
+    """Message.walk without recursion (hostile nesting) and with a bound on the parts visited."""
+    out: list[Message] = []
+    stack = [msg]
+    while stack and len(out) < limit:
+        part = stack.pop()
+        out.append(part)
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+    return out
+
+
+def build(raw: bytes, max_chars: int = 1_000_000, msg: Message | None = None) -> MessageView:
+    if msg is None:
+        msg = mime.parse(raw)
+    headers = [(str(k), str(v)) for k, v in msg.items()]
+    view = MessageView(raw=raw[: max_chars * 4], headers=headers, msg=msg)
+    subject = view.header("Subject") or ""
+    texts: list[str] = []
+    raw_lines: list[str] = []
+    uris: list[str] = []
+    total = 0
+    for part, part_headers in _safe_parts(msg, MAX_PARTS):
+        view.part_headers.append(part_headers)
+        if part.content_type not in ("text/plain", "text/html") or part.filename or total >= max_chars:
+            continue
+        text = part.text()[: max_chars - total]
+        total += len(text)
+        raw_lines.extend(text.splitlines())
+        is_html = part.content_type == "text/html"
+        uris += extract_uris(text, html_source=is_html)
+        if is_html:
+            view.html_links += _anchors(text, MAX_LINKS - len(view.html_links))
+        texts.append(mime.html_to_text(_defuse_html(text)) if is_html else text)
+    paragraphs = ([" ".join(subject.split())] if subject.strip() else []) + [
+        p for t in texts for p in _paragraphs(t)]
+    view.body = [p.encode("utf-8", "replace") for p in paragraphs]
+    view.rawbody = [line.encode("utf-8", "replace") for line in raw_lines]
+    view.uris = [u.encode("utf-8", "replace") for u in uris[:MAX_URIS]]
+    return view
