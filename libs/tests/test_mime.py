@@ -1,3 +1,5 @@
+import pytest
+
 from mailgw_libs import mime
 
 PLAIN = (b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: Hello\r\n"
@@ -78,3 +80,9 @@ def test_image_parts_found_by_type_and_name() -> None:
     parts = mime.image_parts(mime.parse(raw))
     assert len(parts) == 2
     assert parts[0].payload.startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a speed target: this took minutes before the stray-`<` escape
+def test_html_with_many_unclosed_tags_does_not_hang() -> None:
+    text = mime.html_to_text("<p>hello</p>" + '<a href="x' * 50_000 + " world")
+    assert "hello" in text

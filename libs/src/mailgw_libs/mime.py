@@ -125,10 +125,15 @@ class _TextExtractor(HTMLParser):
             self.chunks.append(data)
 
 
+# A `<` that opens no tag within 4,000 characters: the stdlib HTML parser is quadratic on unclosed
+# tags (200,000 stray `<a href=` took minutes), so such a `<` is escaped before parsing.
+_STRAY_LT = re.compile(r"<(?![^<>]{0,4000}>)")
+
+
 def html_to_text(html: str) -> str:
     parser = _TextExtractor()
     try:
-        parser.feed(html)
+        parser.feed(_STRAY_LT.sub("&lt;", html))
         parser.close()
     except (AssertionError, ValueError):
         pass

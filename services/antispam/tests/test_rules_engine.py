@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 import pytest
@@ -215,8 +214,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("raw", HOSTILE)
+@pytest.mark.timeout(60)  # a hang guard, not a speed target (html-garbage took minutes before the fix)
 def test_hostile_messages_are_bounded(raw: bytes) -> None:
-    started = time.perf_counter()
     result = scan(raw)
     assert isinstance(result, list)
-    assert time.perf_counter() - started < 10

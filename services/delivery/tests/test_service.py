@@ -360,7 +360,7 @@ async def test_a_retry_waiting_for_its_time_does_not_hold_up_new_actions(
             elapsed = asyncio.get_running_loop().time() - started
         finally:
             await reader.stop()
-    assert elapsed < 2.0
+    assert elapsed < 15.0  # far below the 30 s the retry waits: the new action was not held up behind it
     assert hold_count("pause") > paused_before and hold_count("sleep") == slept_before  # paused, never slept
     assert [r.status for r in reader.results(waiting.message_id)] == [DeliveryStatus.DEFERRED]
     assert [r.status for r in reader.results(later.message_id)] == [DeliveryStatus.DELIVERED]

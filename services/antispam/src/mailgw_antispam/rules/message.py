@@ -135,12 +135,6 @@ class MessageView:
         return self.header(name, "raw") is not None
 
 
-_STRAY_LT = re.compile(r"<(?![^<>]{0,4000}>)")
-
-
-def _defuse_html(text: str) -> str:
-    """A `<` that opens no tag becomes `&lt;`: the stdlib HTML parser is quadratic on unclosed tags."""
-    return _STRAY_LT.sub("&lt;", text)
 
 
 def _anchors(text: str, limit: int) -> list[tuple[str, str]]:
@@ -214,7 +208,7 @@ def build(raw: bytes, max_chars: int = 1_000_000, msg: Message | None = None) ->
         uris += extract_uris(text, html_source=is_html)
         if is_html:
             view.html_links += _anchors(text, MAX_LINKS - len(view.html_links))
-        texts.append(mime.html_to_text(_defuse_html(text)) if is_html else text)
+        texts.append(mime.html_to_text(text) if is_html else text)
     paragraphs = ([" ".join(subject.split())] if subject.strip() else []) + [
         p for t in texts for p in _paragraphs(t)]
     view.body = [p.encode("utf-8", "replace") for p in paragraphs]
