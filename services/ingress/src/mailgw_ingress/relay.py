@@ -51,8 +51,8 @@ class RelayPolicy:
         if address.count("@") != 1:
             return None
         local, domain = address.split("@")
-        if not local or not domain or any(c in _ROUTING_CHARS for c in address):
-            return None
+        if not local or not domain or any(c in _ROUTING_CHARS or not c.isprintable() for c in address):
+            return None  # routing characters, spaces and control characters never reach a downstream server
         if domain.startswith("[") or not all(label for label in normalise_domain(domain).split(".")):
             return None
         return local, normalise_domain(domain)
