@@ -21,10 +21,11 @@ from pathlib import Path
 import aiosmtplib
 
 from mailgw_devstack.infra import free_port, start_redis, wait_port
-from mailgw_ingress.greylist import GreylistPolicy, make_redis
+from mailgw_ingress.greylist import GreylistPolicy
 from mailgw_ingress.relay import RelayPolicy
 from mailgw_ingress.smtp import IngressHandler, start_smtp_server
 from mailgw_libs.events import MailReceived, SmtpEvent
+from mailgw_libs.failfast import make_redis
 
 MESSAGE = b"Subject: load\r\nFrom: a@sender.test\r\n\r\n" + b"x" * 2000 + b"\r\n"
 SENDERS = 50

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiosmtpd.controller import Controller
 
 from mailgw_delivery.app import build
@@ -126,12 +126,7 @@ class Sink:
 # --- Kafka -----------------------------------------------------------------------------------
 
 async def publish(bootstrap: str, topic: str, value: bytes, key: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=32 * 1024 * 1024)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key.encode())
-    finally:
-        await producer.stop()
+    await testing.produce(bootstrap, topic, key, value)
 
 
 class TopicReader:

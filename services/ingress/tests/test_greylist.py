@@ -6,7 +6,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailgw_devstack.infra import free_port
-from mailgw_ingress.greylist import GreylistPolicy, client_network, make_redis
+from mailgw_ingress.greylist import GreylistPolicy, client_network
+from mailgw_libs.failfast import make_redis
 
 DAY = 86400.0
 

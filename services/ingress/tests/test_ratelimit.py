@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from mailgw_devstack.infra import free_port
-from mailgw_ingress.greylist import make_redis
 from mailgw_ingress.ratelimit import RateLimiter
+from mailgw_libs.failfast import make_redis
 
 
 class FakeClock:

@@ -19,11 +19,12 @@ import redis.asyncio as aioredis
 from mailgw_devstack.infra import free_port
 from mailgw_devstack.stack import self_signed_cert
 from mailgw_ingress.access import AccessList
-from mailgw_ingress.greylist import GreylistPolicy, make_redis
+from mailgw_ingress.greylist import GreylistPolicy
 from mailgw_ingress.ratelimit import RateLimiter
 from mailgw_ingress.relay import RelayPolicy
 from mailgw_ingress.smtp import IngressHandler, make_tls_context, start_smtp_server
 from mailgw_libs.events import MailReceived, SmtpEvent
+from mailgw_libs.failfast import make_redis
 
 MAX = 64 * 1024
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"

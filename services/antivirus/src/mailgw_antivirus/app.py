@@ -11,11 +11,12 @@ from prometheus_client import Counter, Histogram
 
 from mailgw_libs import bus, frames, topics
 from mailgw_libs.events import MailReceived, Verdict
+from mailgw_libs.failfast import make_redis
 from mailgw_libs.service import ServiceRuntime, setup
 
 from .archives import Limits
 from .attachments import AttachmentPolicy, Layer2Result, PolicyConfig
-from .cache import VerdictCache, make_redis
+from .cache import VerdictCache
 from .scanner import SCORER, ClamdScanner, ScanResult, verdict_for
 from .settings import AntivirusSettings
 from .yara_rules import YaraRules

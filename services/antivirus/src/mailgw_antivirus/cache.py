@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from mailgw_libs.events import SymbolHit
+from mailgw_libs.failfast import Breaker
 
 log = logging.getLogger("mailgw.antivirus.cache")
 
@@ -33,11 +31,6 @@ class CachedVerdict:
     viruses: list[str]
 
 
-def make_redis(url: str, timeout_s: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                   retry=Retry(NoBackoff(), 0))
-
-
 class VerdictCache:
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int, fingerprint: str,
                  pause_s: float = 5.0) -> None:
@@ -45,17 +38,16 @@ class VerdictCache:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.fingerprint = fingerprint
-        self.pause_s = pause_s
-        self._paused_until = 0.0
+        self.breaker = Breaker(pause_s)
 
     def key(self, raw: bytes) -> str:
         return f"{self.prefix}verdict:{self.fingerprint}:{hashlib.sha256(raw).hexdigest()}"
 
     def _available(self) -> bool:
-        return time.monotonic() >= self._paused_until
+        return not self.breaker.is_open()
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        self._paused_until = time.monotonic() + self.pause_s
+        self.breaker.trip()
         log.warning("verdict cache unavailable", extra={"operation": what, "error": repr(exc)})
 
     async def get(self, key: str) -> CachedVerdict | None:

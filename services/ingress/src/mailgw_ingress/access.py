@@ -9,19 +9,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .relay import normalise_domain
+from .relay import normalise_domain, parse_ip
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_ip(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ import redis.asyncio as aioredis
 
 from mailgw_libs import bus, frames, topics
 from mailgw_libs.events import MailReceived, SmtpEvent
+from mailgw_libs.failfast import Breaker, make_redis
 from mailgw_libs.service import ServiceRuntime, setup
 
 from .access import AccessList
-from .greylist import Breaker, GreylistPolicy, make_redis
+from .greylist import GreylistPolicy
 from .ratelimit import RateLimiter
 from .relay import RelayPolicy
 from .settings import IngressSettings

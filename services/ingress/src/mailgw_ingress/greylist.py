@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import Counter
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+
+from mailgw_libs.failfast import Breaker
+
+from .relay import parse_ip
 
 log = logging.getLogger("mailgw.ingress.greylist")
 
@@ -38,34 +40,11 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OS
 GREYLISTED_REPLY = "451 4.7.1 Greylisted, please try again later"
 
 
-def make_redis(url: str, timeout_s: float) -> aioredis.Redis:
-    """A client for checks on the SMTP path: short timeouts and no retries (a failed check fails open)."""
-    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                   retry=Retry(NoBackoff(), 0))
-
-
-class Breaker:
-    """After a store failure, skip the store for `pause_s`: an outage must not add a timeout to every command."""
-
-    def __init__(self, pause_s: float = 5.0) -> None:
-        self.pause_s = pause_s
-        self._open_until = 0.0
-
-    def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
-
-    def trip(self) -> None:
-        self._open_until = time.monotonic() + self.pause_s
-
-
 def client_network(client_ip: str) -> str:
     """The /24 (IPv4) or /64 (IPv6) network of a client, as text; the raw string if it is no IP."""
-    try:
-        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
+    ip = parse_ip(client_ip)
+    if ip is None:
         return client_ip.strip().lower()
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 64
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 

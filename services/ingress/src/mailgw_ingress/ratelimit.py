@@ -13,7 +13,9 @@ import time
 
 import redis.asyncio as aioredis
 
-from .greylist import POLICY_FAIL_OPEN, STORE_ERRORS, Breaker, Clock
+from mailgw_libs.failfast import Breaker
+
+from .greylist import POLICY_FAIL_OPEN, STORE_ERRORS, Clock
 
 log = logging.getLogger("mailgw.ingress.ratelimit")
 

@@ -28,19 +28,25 @@ class RelayDecision:
     reason: str = ""
 
 
+def parse_ip(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address (an IPv4-mapped IPv6 address as IPv4; a zone id dropped), None if it is no IP."""
+    try:
+        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class RelayPolicy:
     def __init__(self, relay_domains: list[str], trusted_networks: list[str]) -> None:
         self.relay_domains = frozenset(normalise_domain(d) for d in relay_domains if d.strip())
         self.trusted_networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_networks)
 
     def is_trusted(self, client_ip: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.trusted_networks)
+        ip = parse_ip(client_ip)
+        return ip is not None and any(ip in net for net in self.trusted_networks)
 
     def direction(self, client_ip: str) -> Direction:
         return Direction.OUTBOUND if self.is_trusted(client_ip) else Direction.INBOUND
