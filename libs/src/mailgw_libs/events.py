@@ -95,16 +95,64 @@ class HeaderChange(Event):
     value: str
 
 
+class AttachmentRemoval(Event):
+    """Attachments to strip before delivery (rule action "remove attachments")."""
+
+    # Positions in `mime.leaf_parts(msg)` order; empty with `all_attachments` = every attachment.
+    part_indexes: list[int] = Field(default_factory=list)
+    all_attachments: bool = False
+    replacement_text: str = "This attachment was removed by the mail gateway's policy."
+    # The original stays in the attachment quarantine when set.
+    keep_original: bool = True
+
+
+class Disclaimer(Event):
+    text: str
+    html: str = ""
+    position: Literal["top", "bottom"] = "bottom"
+
+
+class RuleMatch(Event):
+    """Which rule decided (or modified) a recipient's fate, and through which objects, for tracking."""
+
+    rule: str
+    priority: int = 0
+    objects: list[str] = Field(default_factory=list)  # "who:Blocklist", "what:Virus", "when:Office hours" ...
+    actions: list[str] = Field(default_factory=list)
+
+
 class RecipientDecision(Event):
     recipient: str
     fate: Fate
     rule: str
     spam: bool = False
-    quarantine_kind: str = ""  # "spam" | "virus" | "policy" when fate is quarantine
+    quarantine_kind: str = ""  # "spam" | "virus" | "attachment" | "policy" when fate is quarantine
     add_headers: list[HeaderChange] = Field(default_factory=list)
     subject_tag: str = ""
     # Header fields removed before delivery (e.g. forged X-Spam-* from the sender).
     remove_headers: list[str] = Field(default_factory=list)
+    remove_attachments: AttachmentRemoval | None = None
+    disclaimers: list[Disclaimer] = Field(default_factory=list)
+    matched: list[RuleMatch] = Field(default_factory=list)
+    # "tempfail": the message could not be judged (e.g. antivirus down) and policy says retry later.
+    tempfail: bool = False
+
+
+class Notification(Event):
+    """A notification mail the rules asked for; delivery sends it as real mail."""
+
+    to: list[str]
+    subject: str
+    text: str
+    html: str = ""
+    attach_original: bool = False
+    rule: str = ""
+
+
+class Bcc(Event):
+    to: str
+    original: bool = True  # False: the processed (modified) message
+    rule: str = ""
 
 
 class MailAction(Event):
@@ -126,6 +174,8 @@ class MailAction(Event):
     # Set on an action that releases the message from quarantine (one id per release): delivery keys its
     # ledger of completed sends by (message id, release id, recipient), so a forced second release is sent.
     release_id: str = ""
+    notifications: list[Notification] = Field(default_factory=list)
+    bcc: list[Bcc] = Field(default_factory=list)
 
 
 class DeliveryStatus(StrEnum):
@@ -186,3 +236,14 @@ class SmtpEvent(Event):
     check: str
     code: int
     session_id: str = ""
+
+
+class LearnRequest(Event):
+    """Train Bayes with one message (frame header; the raw message travels beside it on `mail.learn`)."""
+
+    message_id: str
+    label: Literal["spam", "ham"]
+    source: str  # "autolearn" | "quarantine" | "cli" | "api"
+    requested_at: datetime
+    recipient: str = ""  # set for per-user databases
+    forget: bool = False  # unlearn a previous training of this message

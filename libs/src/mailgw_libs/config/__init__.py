@@ -1,0 +1,1 @@
+"""The gateway's one configuration model, stored as versioned documents in `mailgw.config`."""
