@@ -55,6 +55,10 @@ class MailReceived(Event):
     rfc_message_id: str = ""
     subject: str = ""
     header_from: str = ""
+    # Ingress checks: SPF result of MAIL FROM (or HELO for the null sender) and the client's verified rDNS name.
+    spf: str = ""  # "pass" | "fail" | "softfail" | "neutral" | "none" | "temperror" | "permerror" | "" (not checked)
+    spf_domain: str = ""
+    client_rdns: str = ""
 
 
 class SymbolHit(Event):
@@ -66,6 +70,27 @@ class SymbolHit(Event):
 Scorer = Literal["antispam", "antivirus", "ocr"]
 
 
+class HeaderChange(Event):
+    name: str
+    value: str
+
+
+class ArchiveMember(Event):
+    name: str
+    content_type: str = ""  # detected by content
+
+
+class AttachmentInfo(Event):
+    """One MIME leaf part as the antivirus layer saw it (for the rule system's content-type/file-name objects)."""
+
+    part_index: int  # position in `mime.leaf_parts(msg)` order
+    filename: str = ""
+    declared_type: str = ""
+    detected_type: str = ""
+    size: int = 0
+    archive_members: list[ArchiveMember] = Field(default_factory=list)
+
+
 class Verdict(Event):
     message_id: str
     scorer: str
@@ -75,6 +100,9 @@ class Verdict(Event):
     viruses: list[str] = Field(default_factory=list)
     failed: bool = False
     error: str = ""
+    # Headers a scorer wants on delivered mail (e.g. Authentication-Results); rules copies them to the decisions.
+    add_headers: list[HeaderChange] = Field(default_factory=list)
+    attachments: list[AttachmentInfo] = Field(default_factory=list)
 
     @classmethod
     def of(cls, message_id: str, scorer: str, hits: list[SymbolHit], duration_ms: float,
@@ -88,11 +116,6 @@ class Fate(StrEnum):
     ACCEPT = "accept"
     BLOCK = "block"
     QUARANTINE = "quarantine"
-
-
-class HeaderChange(Event):
-    name: str
-    value: str
 
 
 class AttachmentRemoval(Event):
