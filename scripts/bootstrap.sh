@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-venv python3-dev redis-server clamav-daemon clamav-testfiles tesseract-ocr tesseract-ocr-eng
-  fonts-dejavu-core swaks libnet-ssleay-perl libio-socket-ssl-perl)
-BINARIES=(redis-server clamd tesseract swaks)
+  fonts-dejavu-core swaks libnet-ssleay-perl libio-socket-ssl-perl nsd slapd ldap-utils)
+BINARIES=(redis-server clamd tesseract swaks nsd slapd ldapadd)
 
 missing=0
 for b in "${BINARIES[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done

@@ -1,4 +1,4 @@
-"""Pytest fixtures for real components: Tansu (Kafka API), redis-server, clamd.
+"""Pytest fixtures for real components: Tansu (Kafka API), redis-server, clamd, NSD (DNS), slapd (LDAP).
 
 Session-scoped: one of each per test run, on free ports, in a temporary state directory.
 Tests that need isolation use unique topic names / Redis key prefixes / group ids.
@@ -14,7 +14,9 @@ import pytest
 
 from mailgw_libs.service import ServiceRuntime
 
+from .dnsserver import LocalDns
 from .infra import Managed, start_clamd, start_redis, start_tansu
+from .ldapserver import LocalLdap
 from .testing import KafkaTestBus, wait_started
 
 
@@ -82,3 +84,23 @@ async def kafka_bus(fresh_kafka: str) -> AsyncIterator[KafkaTestBus]:
 def started() -> Callable[[ServiceRuntime], Awaitable[None]]:
     """`await started(runtime)`: wait until an in-process service has connected and started."""
     return wait_started
+
+
+@pytest.fixture(scope="session")
+def dns_server(infra_state: Path) -> Iterator[LocalDns]:
+    """NSD on a loopback port. Give each test its own zone names (use `unique`), then `set_zone(...)` and
+    `apply()` (restarts NSD with all zones, ~0.1 s). Point resolvers at `dns_server.host` / `dns_server.port`."""
+    server = LocalDns(infra_state)
+    server.set_zone("devstack.test", ["@ IN A 127.0.0.1"])
+    server.apply()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ldap_server(infra_state: Path) -> Iterator[LocalLdap]:
+    """slapd with `dc=example,dc=test`, `ou=people`, `ou=groups`; add entries with `ldap_server.add(ldif)`."""
+    server = LocalLdap(infra_state)
+    server.start()
+    yield server
+    server.stop()
