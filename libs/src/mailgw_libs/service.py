@@ -25,6 +25,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import bus, topics
+from .config.follower import ConfigCallback, ConfigFollower
+from .config.model import GatewayConfig
 from .settings import ServiceSettings
 from .telemetry import setup_logging, setup_tracing
 
@@ -52,6 +54,10 @@ class ServiceRuntime:
     topic_specs: list[topics.TopicSpec] | None = None
     broker_ready: bool = False
     started: bool = False
+    # Follow `mailgw.config` (set by `on_config`): the current version is read before the broker and the start
+    # hooks start, and /readyz is false until it has been.
+    follow_config: bool = False
+    config_follower: ConfigFollower | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def spawn(self, coro: Awaitable[None], name: str) -> None:
@@ -60,8 +66,56 @@ class ServiceRuntime:
         task.set_name(name)
         self._tasks.append(task)
 
+    def on_config(self, callback: ConfigCallback) -> None:
+        """Call `callback(config)` with the configuration read at start (before the broker and the `on_start`
+        hooks start) and then with every new version, live. Registering one makes the service follow
+        `mailgw.config`."""
+        self.follow_config = True
+        self._follower().on_change(callback)
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The configuration in force (shipped defaults while the topic holds no version)."""
+        if not self.follow_config:
+            raise RuntimeError(f"{self.name} does not follow the configuration: set follow_config or use on_config")
+        return self._follower().config
+
+    def _follower(self) -> ConfigFollower:
+        if self.config_follower is None:
+            self.config_follower = ConfigFollower(self.settings)
+        return self.config_follower
+
+    async def _load_config(self) -> None:
+        """Read `mailgw.config` to its end (retrying while Kafka is down), then hand it to the callbacks."""
+        follower = self._follower()
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.wait_for(follower.catch_up(), timeout=60.0)
+                break
+            except Exception as exc:  # noqa: BLE001 - the bus may be down at start: keep trying
+                log.warning("configuration not readable, retrying", extra={"error": repr(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        await follower.notify(follower.config)
+
+    async def _start_hooks(self) -> None:
+        """The service's start hooks, then live configuration changes."""
+        for hook in self.on_start:
+            await hook()
+        if self.follow_config:
+            self.spawn(self._follower().follow(), "config-follower")
+        self.started = True
+
+    async def _start_without_broker(self) -> None:
+        await self._load_config()
+        await self._start_hooks()
+
     async def _connect_broker(self) -> None:
         assert self.broker is not None
+        if self.follow_config:
+            # Before the broker: its subscribers consume as soon as it starts, and must see the configuration.
+            await self._load_config()
         delay = 0.5
         while True:
             try:
@@ -76,9 +130,7 @@ class ServiceRuntime:
                     await self.broker.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        for hook in self.on_start:
-            await hook()
-        self.started = True
+        await self._start_hooks()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -86,6 +138,8 @@ class ServiceRuntime:
             await hook()
         if self.broker is not None:
             self.spawn(self._connect_broker(), "connect-broker")
+        elif self.follow_config:
+            self.spawn(self._start_without_broker(), "load-config")
         else:
             for hook in self.on_start:
                 await hook()
@@ -106,6 +160,9 @@ class ServiceRuntime:
             if self.broker is not None:
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
+            if self.config_follower is not None:
+                with contextlib.suppress(Exception):
+                    await self.config_follower.stop()
             log.info("stopped", extra={"service": self.name})
 
     async def healthz(self, _request: Request) -> Response:
@@ -115,6 +172,9 @@ class ServiceRuntime:
         results: dict[str, dict[str, object]] = {}
         if self.broker is not None:
             results["kafka"] = {"ok": self.broker_ready, "detail": self.settings.kafka_bootstrap}
+        if self.follow_config:
+            follower = self._follower()
+            results["config"] = {"ok": follower.caught_up, "detail": f"version {follower.version}"}
         results["started"] = {"ok": self.started, "detail": ""}
         for name, check in self.checks.items():
             try:

@@ -10,10 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailgw_libs import frames
+from mailgw_libs.config.rulesystem import RuleSystemConfig
 from mailgw_libs.events import Direction, MailAction, MailReceived, SymbolHit, Verdict
 from mailgw_rules.decider import Decider
+from mailgw_rules.engine import RuleEngine
 from mailgw_rules.join import VerdictJoin
-from mailgw_rules.policy import DefaultPolicy, PolicyConfig
 
 SCORERS = ["antispam", "antivirus"]
 
@@ -45,7 +46,7 @@ class Published:
 def make(redis: aioredis.Redis, unique: str, deadline: float = 60) -> tuple[VerdictJoin, Decider, Published]:
     join = VerdictJoin(redis, SCORERS, deadline, 3600, prefix=f"test:{unique}:")
     pub = Published()
-    decider = Decider(join, DefaultPolicy(PolicyConfig(5, 10, "[SPAM]", {"antivirus": "quarantine"})), pub, 10**7)
+    decider = Decider(join, RuleEngine(RuleSystemConfig.defaults()), {"antivirus": "quarantine"}, pub, 10**7)
     return join, decider, pub
 
 
@@ -59,6 +60,7 @@ async def test_decides_when_all_verdicts_are_in_whatever_the_order(redis: aiored
     assert await decider.decide_if_complete("M1")
     action, raw = pub.actions[0]
     assert action.decisions[0].spam and raw == b"Subject: t\r\n\r\nbody"
+    assert action.decisions[0].rule == "Quarantine/Mark Spam (Level 3)"
     assert await join.is_done("M1") and await join.pending() == 0
     # Redelivered events after the decision change nothing.
     await join.add_verdict(Verdict.of("M1", "antispam", [], 1))
@@ -115,3 +117,25 @@ async def test_deadline_decision_stays_in_the_message_trace(redis: aioredis.Redi
     await join.add_received("M5", received("M5"), time.time() - 1, f"00-{trace_id}-00f067aa0ba902b7-01")
     assert await decider.decide("M5")
     assert seen == [trace_id]
+
+
+async def test_directory_outage_leaves_the_message_for_the_sweeper(redis: aioredis.Redis, unique: str) -> None:
+    from .support import FakeDirectory, config
+
+    directory = FakeDirectory(users=set(), groups={"staff": {"a@example.com"}})
+    directory.down = True
+    rules = config("""
+who: {Staff: {objects: [{type: ldap_group, profile: corp, group: staff}]}}
+actions: {Block: {objects: [{type: block}]}}
+rules: [{name: Staff, priority: 50, to: [Staff], actions: [Block]}]
+""")
+    join, decider, pub = make(redis, unique)
+    decider.engine = RuleEngine(rules, directory)
+    await join.add_received("M6", received("M6"), time.time() - 100)
+    await join.add_verdict(Verdict.of("M6", "antispam", [], 1))
+    await join.add_verdict(Verdict.of("M6", "antivirus", [], 1))
+    assert not await decider.decide_if_complete("M6")
+    assert not pub.actions and await join.due(time.time()) == ["M6"] and not await join.is_done("M6")
+    directory.down = False
+    assert await decider.decide("M6")
+    assert pub.actions[0][0].decisions[0].fate == "block"

@@ -1,4 +1,8 @@
-"""Wiring: mail.received + mail.verdicts -> VerdictJoin (Redis) -> policy -> mail.actions."""
+"""Wiring: mail.received + mail.verdicts -> VerdictJoin (Redis) -> rule system -> mail.actions.
+
+The rule system comes from `ruleset_file` when set (a fixed file, for a local run), else from the
+gateway configuration (`mailgw.config`, shipped PMG defaults while it holds no version), applied live.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,29 @@ import redis.asyncio as aioredis
 from faststream.kafka.annotations import KafkaMessage
 
 from mailgw_libs import bus, frames, topics
+from mailgw_libs.config.model import GatewayConfig
+from mailgw_libs.config.rulesystem import RuleSystemConfig
 from mailgw_libs.events import MailAction, MailReceived, Verdict
 from mailgw_libs.service import ServiceRuntime, setup
+from mailgw_libs.userlists import UserListStore
 
 from .decider import Decider
+from .engine import Clock, FailurePolicy, RuleEngine, utc_clock
 from .join import VerdictJoin
-from .policy import DefaultPolicy, PolicyConfig
+from .matching import Directory
 from .settings import RulesSettings
 
 SERVICE = "rules"
 log = logging.getLogger("mailgw.rules")
 
 
-def build(settings: RulesSettings, redis_prefix: str | None = None) -> ServiceRuntime:
+def failure_policy_of(config: GatewayConfig) -> dict[str, FailurePolicy]:
+    """The configuration's per-scorer policy; "accept" (fail open) decides without the verdict, like "ignore"."""
+    return {scorer: ("ignore" if policy == "accept" else policy) for scorer, policy in config.scoring.failure_policy.items()}
+
+
+def build(settings: RulesSettings, redis_prefix: str | None = None, directory: Directory | None = None,
+          clock: Clock = utc_clock) -> ServiceRuntime:
     provider = setup(SERVICE, settings)
     broker = bus.make_broker(settings, SERVICE, provider)
     guard = bus.DeadLetterGuard(broker, SERVICE, settings.publish_timeout_s)
@@ -30,14 +44,25 @@ def build(settings: RulesSettings, redis_prefix: str | None = None) -> ServiceRu
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     join = VerdictJoin(redis, settings.scorers, settings.deadline_s, settings.state_ttl_s,
                        **({"prefix": redis_prefix} if redis_prefix else {}))
-    policy = DefaultPolicy(PolicyConfig(settings.spam_tag_score, settings.spam_quarantine_score,
-                                        settings.subject_tag, dict(settings.on_missing)))
+    userlists = UserListStore(redis, prefix=settings.userlists_prefix)
+    rules = RuleSystemConfig.from_file(settings.ruleset_file) if settings.ruleset_file else RuleSystemConfig.defaults()
 
     async def publish_action(action: MailAction, raw: bytes) -> None:
         await bus.publish(broker, frames.pack(action, raw), topics.MAIL_ACTIONS, action.message_id,
                           settings.publish_timeout_s)
 
-    decider = Decider(join, policy, publish_action, settings.kafka_max_bytes)
+    decider = Decider(join, RuleEngine(rules, directory, userlists, clock), dict(settings.on_missing), publish_action,
+                      settings.kafka_max_bytes)
+
+    async def apply_config(config: GatewayConfig) -> None:
+        # A new engine (rules compiled) replaces the old one at once; decisions in flight finish with the old.
+        decider.engine = RuleEngine(config.rules, directory, userlists, clock,
+                                    admin_address=config.notifications.admin_address)
+        decider.failure_policy = failure_policy_of(config)
+        log.info("rule system applied", extra={"rules": len(decider.engine.rules)})
+
+    if not settings.ruleset_file:
+        runtime.on_config(apply_config)
 
     async def handle_received(msg: KafkaMessage) -> None:
         data = bytes(msg.body)

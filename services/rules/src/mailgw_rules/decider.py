@@ -1,4 +1,4 @@
-"""Decides a joined message once: claim, apply the policy, publish the action, mark done."""
+"""Decides a joined message once: claim, evaluate the rule system, publish the action, mark done."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from prometheus_client import Counter, Histogram
 from mailgw_libs import frames
 from mailgw_libs.events import MailAction, MailReceived
 
+from .engine import FailurePolicy, RuleEngine
 from .join import VerdictJoin
-from .policy import DefaultPolicy
+from .matching import DirectoryLookupFailed
 
 log = logging.getLogger("mailgw.rules.decider")
 tracer = trace.get_tracer("mailgw.rules")
@@ -25,9 +26,12 @@ ActionPublisher = Callable[[MailAction, bytes], Awaitable[None]]
 
 
 class Decider:
-    def __init__(self, join: VerdictJoin, policy: DefaultPolicy, publish: ActionPublisher, max_raw_bytes: int) -> None:
+    def __init__(self, join: VerdictJoin, engine: RuleEngine, failure_policy: dict[str, FailurePolicy],
+                 publish: ActionPublisher, max_raw_bytes: int) -> None:
         self.join = join
-        self.policy = policy
+        # Replaced as a whole when the configuration changes (a decision uses one engine throughout).
+        self.engine = engine
+        self.failure_policy = failure_policy
         self.publish = publish
         self.max_raw_bytes = max_raw_bytes
 
@@ -35,7 +39,13 @@ class Decider:
         joined = await self.join.load(message_id)
         if not self.join.is_complete(joined):
             return False
-        return await self.decide(message_id)
+        try:
+            return await self.decide(message_id)
+        except DirectoryLookupFailed as exc:
+            # Not the event's fault: keep the message joined; the deadline sweeper retries it.
+            log.warning("directory unavailable, decision postponed", extra={"message_id": message_id,
+                                                                              "error": str(exc)})
+            return False
 
     async def decide(self, message_id: str) -> bool:
         """Decide now with what is there; False when another worker holds it or it is done already."""
@@ -49,7 +59,7 @@ class Decider:
                 await self.join.release(message_id)
                 return False
             envelope, raw = frames.unpack(joined.received_frame, MailReceived, self.max_raw_bytes)
-            action = self.policy.decide(envelope, joined.verdicts, self.join.scorers)
+            action = await self.engine.decide(envelope, raw, joined.verdicts, self.join.scorers, self.failure_policy)
             # The decision belongs to the message's trace, also when the deadline sweeper makes it.
             parent = propagate.extract({"traceparent": joined.traceparent}) if joined.traceparent else None
             with tracer.start_as_current_span("rules.decide", context=parent) as span:

@@ -5,8 +5,8 @@ from pydantic_settings import SettingsConfigDict
 
 from mailgw_libs.settings import ServiceSettings
 
-MissingPolicy = Literal["ignore", "quarantine"]
-DEFAULT_ON_MISSING: dict[str, MissingPolicy] = {"antivirus": "quarantine", "antispam": "ignore", "ocr": "ignore"}
+MissingPolicy = Literal["ignore", "quarantine", "tempfail"]
+DEFAULT_ON_MISSING: dict[str, MissingPolicy] = {"antivirus": "tempfail", "antispam": "ignore", "ocr": "ignore"}
 
 
 class RulesSettings(ServiceSettings):
@@ -17,12 +17,15 @@ class RulesSettings(ServiceSettings):
     scorers: list[str] = Field(default_factory=lambda: ["antispam", "antivirus", "ocr"])
     # Decide with the verdicts at hand this long after the message was received.
     deadline_s: float = 60.0
-    # What a missing or failed verdict means. Unscanned mail is never delivered blind when
-    # the scorer is the virus scanner: it waits in quarantine for an administrator.
+    # What a missing (at the deadline) or failed verdict means: ignore it, quarantine the message
+    # ("unscanned"), or tempfail (quarantine "unscanned" flagged tempfail: rescan later). Mail the
+    # virus scanner did not judge is never delivered blind.
     on_missing: dict[str, MissingPolicy] = Field(default_factory=lambda: dict(DEFAULT_ON_MISSING))
-    spam_tag_score: float = 5.0
-    spam_quarantine_score: float = 10.0
-    subject_tag: str = "[SPAM]"
+    # The rule system (YAML, see mailgw_libs.config.rulesystem); empty: the shipped PMG default rules.
+    # Replaced live by the configuration topic once the service follows it.
+    ruleset_file: str = ""
+    # Per-user welcomelists/blocklists (mailgw_libs.userlists) under this Redis key prefix.
+    userlists_prefix: str = "mailgw:userlists"
     sweep_interval_s: float = 0.5
     # Redis keys of joined state expire after this long even if never decided (safety net).
     state_ttl_s: int = 3 * 24 * 3600
