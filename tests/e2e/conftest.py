@@ -11,6 +11,7 @@ import pytest
 from mailgw_devstack.stack import Stack, StackPorts
 
 E2E_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+E2E_REPORT_SECRET = "e2e-only-secret-of-the-report-links"
 
 
 @pytest.fixture(scope="package")
@@ -20,6 +21,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "ingress": {"MAILGW_MAX_MESSAGE_BYTES": str(E2E_MAX_MESSAGE_BYTES)},
         "rules": {"MAILGW_RULES_DEADLINE_S": "45"},
         "delivery": {"MAILGW_DELIVERY_RETRY_DELAYS_S": "[2, 5]"},
+        # Spam reports with signed links (sent on demand by the tests: `mailgw quarantine report`).
+        "reporting": {"MAILGW_REPORTING_REPORT_SECRET": E2E_REPORT_SECRET},
     })
     try:
         gateway.start()

@@ -7,7 +7,6 @@ import importlib.metadata
 import json
 import os
 import sys
-from urllib.parse import quote
 
 import httpx
 
@@ -36,53 +35,6 @@ def _call(api: str, method: str, path: str, params: dict[str, str] | None = None
         raise SystemExit(f"mailgw: {response.status_code}: {response.text[:500]}")
     answer = response.json()
     return answer if isinstance(answer, dict) else {"answer": answer}
-
-
-def _quarantine_path(message_id: str, suffix: str = "") -> str:
-    return f"/api/v1/quarantine/{quote(message_id, safe='')}{suffix}"
-
-
-def cmd_quarantine_list(args: argparse.Namespace) -> None:
-    """One line per quarantined message and recipient (JSON objects with --json)."""
-    data = _get(args.api, "/api/v1/quarantine", {"recipient": args.recipient or "", "sender": args.sender or "",
-                                                 "kind": args.kind or "", "state": args.state or "",
-                                                 "limit": str(args.limit)})
-    items = data.get("items", []) if isinstance(data, dict) else []
-    for item in items:
-        recipients = [r for r in item.get("recipients", [])
-                      if not args.recipient or r.lower() == args.recipient.lower()
-                      or (args.recipient.startswith("@") and r.lower().endswith(args.recipient.lower()))]
-        for recipient in recipients:
-            row = {"id": item.get("id"), "kind": item.get("kind"), "sender": item.get("sender"),
-                   "recipient": recipient, "subject": item.get("subject"), "score": item.get("score"),
-                   "received": item.get("received_at"), "quarantined": item.get("quarantined_at"),
-                   "expires": item.get("expires_at"), "state": item.get("state", "quarantined"),
-                   "released": recipient in item.get("released_to", []), "size": item.get("size")}
-            if args.json:
-                print(json.dumps(row))
-            else:
-                print(f"{str(row['received'] or '')[:19]}  {row['id']:26}  {row['kind']:7} {row['state']:11} "
-                      f"score={row['score']}  {row['sender']} -> {recipient}  {row['subject']}")
-
-
-def cmd_quarantine_show(args: argparse.Namespace) -> None:
-    print(json.dumps(_get(args.api, _quarantine_path(args.id), {}), indent=2))
-
-
-def cmd_quarantine_release(args: argparse.Namespace) -> None:
-    body = {"recipients": args.recipient} if args.recipient else None
-    answer = _call(args.api, "POST", _quarantine_path(args.id, "/release"), {"force": "true" if args.force else ""},
-                   body)
-    if args.json:
-        print(json.dumps(answer))
-    else:
-        recipients = answer.get("recipients")
-        print(f"released {args.id} to {', '.join(recipients) if isinstance(recipients, list) else recipients}")
-
-
-def cmd_quarantine_delete(args: argparse.Namespace) -> None:
-    answer = _call(args.api, "DELETE", _quarantine_path(args.id))
-    print(json.dumps(answer) if args.json else f"deleted {args.id}")
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
@@ -136,30 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     track.add_argument("--limit", type=int, default=50)
     track.add_argument("--json", action="store_true")
     track.set_defaults(func=cmd_tracking)
-    quarantine = sub.add_parser("quarantine", help="quarantined mail: list, show, release, delete")
-    qsub = quarantine.add_subparsers(dest="quarantine_command", required=True)
-    qlist = qsub.add_parser("list", help="one line per quarantined message and recipient")
-    qlist.add_argument("--recipient", help="user@example.com, or @example.com for a domain")
-    qlist.add_argument("--sender")
-    qlist.add_argument("--kind", help="spam, virus, policy, ...")
-    qlist.add_argument("--state", choices=["quarantined", "released", "deleted", "any"],
-                       help="default: all but deleted")
-    qlist.add_argument("--limit", type=int, default=100)
-    qlist.add_argument("--json", action="store_true")
-    qlist.set_defaults(func=cmd_quarantine_list)
-    qshow = qsub.add_parser("show", help="details of one quarantined message (JSON)")
-    qshow.add_argument("id")
-    qshow.set_defaults(func=cmd_quarantine_show)
-    qrelease = qsub.add_parser("release", help="deliver a quarantined message to its recipients")
-    qrelease.add_argument("id")
-    qrelease.add_argument("--recipient", action="append", help="only this recipient (repeatable)")
-    qrelease.add_argument("--force", action="store_true", help="release again if already released")
-    qrelease.add_argument("--json", action="store_true")
-    qrelease.set_defaults(func=cmd_quarantine_release)
-    qdelete = qsub.add_parser("delete", help="delete a quarantined message")
-    qdelete.add_argument("id")
-    qdelete.add_argument("--json", action="store_true")
-    qdelete.set_defaults(func=cmd_quarantine_delete)
+    from . import quarantine_cli  # imports this module's API helpers
+
+    quarantine_cli.register(sub)
     load_plugins(sub)
     args = parser.parse_args(argv)
     args.func(args)

@@ -108,7 +108,7 @@ async def test_quarantine_endpoints(http: httpx.AsyncClient, scenario: Scenario,
     assert [i["id"] for i in items] == [rx.message_id]
     assert set(items[0]) == {"id", "kind", "sender", "recipients", "subject", "score", "received_at",
                              "quarantined_at", "expires_at", "size", "state", "released_at", "released_to",
-                             "deleted_at"}
+                             "deleted_at", "dismissed_by"}
     assert items[0]["state"] == "quarantined"
     assert (await http.get("/api/v1/quarantine", params={"sender": s.sender, "kind": "virus"})).json()["items"] == []
 

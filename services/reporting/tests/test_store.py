@@ -28,7 +28,8 @@ async def test_schema_is_idempotent(store: ReportStore) -> None:
     tables = await store.run("tables", lambda c: sorted(r[0] for r in c.query(
         "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": store.database}
     ).result_rows))
-    assert tables == ["actions", "dead_letters", "delivery", "messages", "quarantine", "quarantine_ops", "smtp_events",
+    assert tables == ["actions", "dead_letters", "delivery", "messages", "quarantine", "quarantine_ops",
+                      "quarantine_reports", "smtp_events",
                       "verdicts"]
     assert await store.ping() == (True, store.where)
 
@@ -178,7 +179,7 @@ async def test_quarantine_list_get_raw(store: ReportStore, scenario: Scenario) -
         "quarantined_at": s.iso(s.at(3)),
         "expires_at": s.iso(s.at(3) + timedelta(days=7)),
         "size": len(raw),
-        "state": "quarantined", "released_at": None, "released_to": [], "deleted_at": None,
+        "state": "quarantined", "released_at": None, "released_to": [], "deleted_at": None, "dismissed_by": [],
     }
     assert [i["id"] for i in await store.quarantine_list(QuarantineQuery(sender=s.sender, kind="virus"))] == [
         m2.message_id]

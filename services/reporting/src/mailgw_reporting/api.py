@@ -4,39 +4,38 @@ Query parameters are checked before any query runs: an unknown, repeated or malf
 is answered 400 with {"error": "bad_request", "detail": "..."}; an unknown quarantine id 404;
 ClickHouse unreachable 503.
 
-Quarantine operations: a release publishes the stored original to delivery on `mail.actions` as an
-action accepting the original recipients (rule `released`, a `release_id` of its own), then records
-the release; a deletion is recorded and hides the message. Operations are serialised in the process
-(one reporting process owns the data), so two concurrent releases cannot both pass the 409 check.
+Quarantine operations (`operations.QuarantineOps`): a release publishes the stored original to
+delivery on `mail.actions` as an action accepting the original recipients (rule `released`, a
+`release_id` of its own), then records the release; a deletion is recorded and hides the message;
+the sender can be put on a recipient's welcomelist or blocklist; the message can be sent to
+`mail.learn` as spam or ham. The reading view shows the message's HTML sanitised (`render`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailgw_libs import bus, frames, topics
-from mailgw_libs.events import Direction, Fate, MailAction, RecipientDecision, SymbolHit, new_message_id
+from mailgw_libs.userlists import ListKind, UserListStore
 
+from . import render
+from .digest import SpamReporter
+from .operations import Conflict, NotFound, Publish, QuarantineOps, Refused, Unavailable
 from .queries import QUARANTINE_STATES, QuarantineQuery, TrackingQuery, Window
 from .store import ReportStore, StoreUnavailable
 
-log = logging.getLogger("mailgw.reporting.api")
-
-RELEASE_RULE = "released"
 MAX_BODY = 64 * 1024
-
-# Publishes (body, topic, key) to Kafka and waits for the acknowledgement.
-Publish = Callable[[bytes, str, str], Awaitable[None]]
+MAX_SUBJECT_FILTER = 500
+MAX_OFFSET = 1_000_000
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -147,59 +146,90 @@ def parse_bool(name: str, value: str | None) -> bool:
     raise BadRequest(f"{name} must be true or false, got {value!r}")
 
 
-async def release_recipients(request: Request) -> list[str] | None:
-    """The recipients named in the JSON body `{"recipients": [...]}`; None without a body."""
+def parse_float(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise BadRequest(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def parse_offset(value: str | None) -> int:
+    if value is None:
+        return 0
+    if not value.isdigit() or int(value) > MAX_OFFSET:
+        raise BadRequest(f"offset must be an integer from 0 to {MAX_OFFSET}, got {value!r}")
+    return int(value)
+
+
+def parse_subject(value: str | None) -> str:
+    if value is None:
+        return ""
+    if len(value) > MAX_SUBJECT_FILTER or any(ord(ch) < 32 for ch in value):
+        raise BadRequest(f"subject must be text of at most {MAX_SUBJECT_FILTER} characters")
+    return value
+
+
+async def json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object of the body ({} without a body); unknown keys refused."""
     body = await request.body()
     if not body.strip():
-        return None
+        return {}
     if len(body) > MAX_BODY:
         raise BadRequest("request body too large")
     try:
         data = json.loads(body)
     except ValueError:
-        raise BadRequest("the body must be JSON: {\"recipients\": [\"user@example.com\"]}") from None
-    recipients = data.get("recipients") if isinstance(data, dict) else None
-    if (not isinstance(data, dict) or set(data) - {"recipients"} or not isinstance(recipients, list)
-            or not recipients or not all(isinstance(r, str) and r for r in recipients)):
-        raise BadRequest("the body must be {\"recipients\": [\"user@example.com\", ...]} (a non-empty list)")
+        raise BadRequest("the body must be JSON (an object)") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(allowed)}")
+    return data
+
+
+def recipients_field(data: dict[str, Any]) -> list[str] | None:
+    """`recipients`: a non-empty list of addresses, or absent (None)."""
+    if "recipients" not in data:
+        return None
+    recipients = data["recipients"]
+    if (not isinstance(recipients, list) or not recipients or len(recipients) > 1000
+            or not all(isinstance(r, str) and 0 < len(r) <= MAX_ADDRESS for r in recipients)):
+        raise BadRequest("recipients must be a non-empty list of addresses")
     return list(dict.fromkeys(recipients))
-
-
-def release_action(item: dict[str, Any], recipients: list[str], direction: str, client_ip: str,
-                   release_id: str, now: datetime) -> MailAction:
-    """The action that delivers a quarantined message to `recipients`, as decided by the release."""
-    spam = "spam" in item["kind"].split(",")
-    return MailAction(
-        message_id=item["id"], decided_at=now, received_at=datetime.fromisoformat(item["received_at"]),
-        mail_from=item["sender"], direction=Direction(direction) if direction in ("in", "out") else Direction.INBOUND,
-        client_ip=client_ip, subject=item["subject"], score=item["score"],
-        symbols=[SymbolHit(name=s["name"], score=s["score"], detail=s["detail"]) for s in item.get("symbols", [])],
-        viruses=list(item.get("viruses", [])),
-        decisions=[RecipientDecision(recipient=r, fate=Fate.ACCEPT, rule=RELEASE_RULE, spam=spam) for r in recipients],
-        release_id=release_id,
-    )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def guarded(endpoint: Endpoint) -> Endpoint:
-    """400 for bad parameters, 503 while ClickHouse is unavailable."""
+    """400 for bad parameters, 404 unknown message, 409 done already, 503 while a component is unavailable."""
 
     async def wrapper(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except BadRequest as exc:
+        except (BadRequest, Refused) as exc:
             return error(400, "bad_request", str(exc))
-        except StoreUnavailable as exc:
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        except Conflict as exc:
+            return error(409, "conflict", str(exc))
+        except (StoreUnavailable, Unavailable) as exc:
             return error(503, "unavailable", str(exc))
 
     return wrapper
 
 
-def routes(store: ReportStore, publish: Publish | None = None) -> list[BaseRoute]:
-    """The API over `store`; `publish` sends releases to delivery (without it, a release answers 503)."""
-    operations = asyncio.Lock()
+def routes(store: ReportStore, publish: Publish | None = None, userlists: UserListStore | None = None,
+           ops: QuarantineOps | None = None, reporter: SpamReporter | None = None) -> list[BaseRoute]:
+    """The API over `store`; `publish` sends releases and learn requests (without it they answer 503),
+    `userlists` takes welcomelist/blocklist entries, `reporter` sends spam reports on demand (503 without)."""
+    ops = ops or QuarantineOps(store, publish, userlists)
 
     async def summary(request: Request) -> Response:
         window = parse_window(params_of(request, ("since", "until")))
@@ -221,91 +251,138 @@ def routes(store: ReportStore, publish: Publish | None = None) -> list[BaseRoute
         return JSONResponse({"rows": rows, "count": len(rows), "limit": query.limit})
 
     async def quarantine_list(request: Request) -> Response:
-        p = params_of(request, ("recipient", "sender", "kind", "state", "limit"))
+        p = params_of(request, ("recipient", "sender", "kind", "state", "limit", "offset", "subject", "min_score",
+                                "max_score", "since", "until"))
         query = QuarantineQuery(
             sender=parse_address("sender", p.get("sender")),
             recipient=parse_address("recipient", p.get("recipient")),
             kind=parse_kind(p.get("kind")),
             limit=parse_limit(p.get("limit")),
             state=parse_state(p.get("state")),
+            subject=parse_subject(p.get("subject")),
+            min_score=parse_float("min_score", p.get("min_score")),
+            max_score=parse_float("max_score", p.get("max_score")),
+            window=parse_window(p),
+            offset=parse_offset(p.get("offset")),
         )
+        if query.min_score is not None and query.max_score is not None and query.min_score > query.max_score:
+            raise BadRequest("min_score must not be above max_score")
         items = await store.quarantine_list(query)
-        return JSONResponse({"items": items, "count": len(items), "limit": query.limit})
+        more = len(items) == query.limit
+        return JSONResponse({"items": items, "count": len(items), "limit": query.limit, "offset": query.offset,
+                             "next_offset": query.offset + len(items) if more else None})
 
     async def quarantine_get(request: Request) -> Response:
         params_of(request, ())
         message_id = parse_message_id(request.path_params["message_id"])
-        item = await store.quarantine_get(message_id)
-        if item is None:
-            return error(404, "not_found", f"no quarantined message {message_id}")
-        return JSONResponse(item)
+        return JSONResponse(await ops.item(message_id))
+
+    async def raw_of(message_id: str) -> bytes:
+        raw = await store.quarantine_raw(message_id)
+        if raw is None:
+            raise NotFound(f"no quarantined message {message_id}")
+        return raw
 
     async def quarantine_raw(request: Request) -> Response:
         params_of(request, ())
         message_id = parse_message_id(request.path_params["message_id"])
-        raw = await store.quarantine_raw(message_id)
-        if raw is None:
-            return error(404, "not_found", f"no quarantined message {message_id}")
+        raw = await raw_of(message_id)
         return Response(raw, media_type="message/rfc822",
                         headers={"Content-Disposition": f'attachment; filename="{message_id}.eml"'})
+
+    def part_url(message_id: str) -> Callable[[int], str]:
+        return lambda index: f"/api/v1/quarantine/{message_id}/part/{index}"
+
+    async def quarantine_view(request: Request) -> Response:
+        params_of(request, ())
+        message_id = parse_message_id(request.path_params["message_id"])
+        raw = await raw_of(message_id)
+        view = await asyncio.to_thread(render.view, raw, part_url(message_id))
+        return JSONResponse({"id": message_id, **view.as_dict(),
+                             "html_url": f"/api/v1/quarantine/{message_id}/html" if view.html is not None else None})
+
+    async def quarantine_html(request: Request) -> Response:
+        params_of(request, ())
+        message_id = parse_message_id(request.path_params["message_id"])
+        raw = await raw_of(message_id)
+        view = await asyncio.to_thread(render.view, raw, part_url(message_id))
+        body = view.html if view.html is not None else f"<pre>{html.escape(view.text)}</pre>"
+        return HTMLResponse(render.html_document(body, f"Quarantined message {message_id}"),
+                            headers=render.SAFE_HEADERS)
+
+    async def quarantine_part(request: Request) -> Response:
+        params_of(request, ())
+        message_id = parse_message_id(request.path_params["message_id"])
+        index = request.path_params["index"]
+        raw = await raw_of(message_id)
+        image = await asyncio.to_thread(render.inline_image, raw, index)
+        if image is None:
+            raise NotFound(f"{message_id} has no inline image {index}")
+        data, content_type = image
+        return Response(data, media_type=content_type, headers={**render.SAFE_HEADERS,
+                                                                "Content-Disposition": "inline"})
 
     async def quarantine_release(request: Request) -> Response:
         force = parse_bool("force", params_of(request, ("force",)).get("force"))
         message_id = parse_message_id(request.path_params["message_id"])
-        wanted = await release_recipients(request)
-        if publish is None:
-            return error(503, "unavailable", "this reporting instance cannot publish releases")
-        async with operations:
-            item = await store.quarantine_get(message_id)
-            raw = await store.quarantine_raw(message_id) if item is not None else None
-            if item is None or raw is None:
-                return error(404, "not_found", f"no quarantined message {message_id}")
-            original = {r.lower(): r for r in item["recipients"]}
-            unknown = [r for r in wanted or () if r.lower() not in original]
-            if unknown:
-                raise BadRequest(f"not recipients of {message_id}: {', '.join(unknown)}")
-            released = {r.lower() for r in item["released_to"]}
-            if wanted is None:  # every original recipient not released yet (all of them with force)
-                recipients = [r for r in item["recipients"] if force or r.lower() not in released]
-            else:
-                recipients = [original[r.lower()] for r in wanted]
-            again = [r for r in recipients if r.lower() in released]
-            if not recipients or (again and not force):
-                return error(409, "conflict", f"{message_id} was already released to "
-                             f"{', '.join(again or item['released_to'])}; add ?force=true to release it again")
-            direction, client_ip = await store.message_origin(message_id)
-            now, release_id = datetime.now(UTC), new_message_id()
-            action = release_action(item, recipients, direction, client_ip, release_id, now)
-            frame = await asyncio.to_thread(frames.pack, action, raw)
-            try:
-                await publish(frame, topics.MAIL_ACTIONS, message_id)
-            except (bus.TransientError, *bus.TRANSIENT_ERRORS) as exc:  # type: ignore[misc]
-                return error(503, "unavailable", f"cannot publish the release: {exc!r}")
-            await store.record_quarantine_op(message_id, "released", release_id, now, recipients)
-        log.info("released from quarantine", extra={"message_id": message_id, "recipients": recipients,
-                                                    "release_id": release_id, "force": force})
-        return JSONResponse({"id": message_id, "state": "released", "recipients": recipients,
-                             "release_id": release_id, "released_at": now.isoformat()}, status_code=202)
+        wanted = recipients_field(await json_body(request, ("recipients",)))
+        try:
+            done = await ops.release(message_id, wanted, force)
+        except Conflict as exc:
+            raise Conflict(f"{exc}; add ?force=true to release it again") from None
+        return JSONResponse({"id": message_id, "state": "released", "recipients": done.recipients,
+                             "release_id": done.release_id, "released_at": done.at.isoformat()}, status_code=202)
 
     async def quarantine_delete(request: Request) -> Response:
         params_of(request, ())
         message_id = parse_message_id(request.path_params["message_id"])
-        async with operations:
-            item = await store.quarantine_get(message_id)
-            if item is None:
-                return error(404, "not_found", f"no quarantined message {message_id}")
-            now = datetime.now(UTC)
-            await store.record_quarantine_op(message_id, "deleted", new_message_id(), now, [])
-        log.info("deleted from quarantine", extra={"message_id": message_id})
-        return JSONResponse({"id": message_id, "state": "deleted", "deleted_at": now.isoformat()})
+        at = await ops.delete(message_id)
+        return JSONResponse({"id": message_id, "state": "deleted", "deleted_at": at.isoformat()})
 
+    def list_sender(kind: ListKind) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            params_of(request, ())
+            message_id = parse_message_id(request.path_params["message_id"])
+            recipients = recipients_field(await json_body(request, ("recipients",)))
+            listed = await ops.list_sender(message_id, kind, recipients)
+            return JSONResponse({"id": message_id, "list": kind, "entries": listed})
+        return endpoint
+
+    async def quarantine_learn(request: Request) -> Response:
+        params_of(request, ())
+        message_id = parse_message_id(request.path_params["message_id"])
+        data = await json_body(request, ("label", "recipient"))
+        label, recipient = data.get("label"), data.get("recipient", "")
+        if label not in ("spam", "ham"):
+            raise BadRequest('label must be "spam" or "ham"')
+        if not isinstance(recipient, str) or len(recipient) > MAX_ADDRESS:
+            raise BadRequest("recipient must be an address")
+        learn = await ops.learn(message_id, label, recipient)
+        return JSONResponse({"id": message_id, "label": learn.label, "source": learn.source}, status_code=202)
+
+    async def send_reports(request: Request) -> Response:
+        """Send the spam reports now, whatever the schedule (the next scheduled run counts from this one)."""
+        params_of(request, ())
+        if reporter is None:
+            raise Unavailable("spam reports are off (no MAILGW_REPORTING_REPORT_SECRET)")
+        sent = await reporter.run_once()
+        return JSONResponse({"reports": len(sent), "recipients": sent})
+
+    q = "/api/v1/quarantine/{message_id}"
     return [
         Route("/api/v1/stats/summary", guarded(summary), methods=["GET"]),
         Route("/api/v1/stats/dead-letters", guarded(dead_letters), methods=["GET"]),
         Route("/api/v1/tracking", guarded(tracking), methods=["GET"]),
         Route("/api/v1/quarantine", guarded(quarantine_list), methods=["GET"]),
-        Route("/api/v1/quarantine/{message_id}", guarded(quarantine_get), methods=["GET"]),
-        Route("/api/v1/quarantine/{message_id}", guarded(quarantine_delete), methods=["DELETE"]),
-        Route("/api/v1/quarantine/{message_id}/release", guarded(quarantine_release), methods=["POST"]),
-        Route("/api/v1/quarantine/{message_id}/raw", guarded(quarantine_raw), methods=["GET"]),
+        Route("/api/v1/quarantine-reports", guarded(send_reports), methods=["POST"]),
+        Route(q, guarded(quarantine_get), methods=["GET"]),
+        Route(q, guarded(quarantine_delete), methods=["DELETE"]),
+        Route(q + "/release", guarded(quarantine_release), methods=["POST"]),
+        Route(q + "/raw", guarded(quarantine_raw), methods=["GET"]),
+        Route(q + "/view", guarded(quarantine_view), methods=["GET"]),
+        Route(q + "/html", guarded(quarantine_html), methods=["GET"]),
+        Route(q + "/part/{index:int}", guarded(quarantine_part), methods=["GET"]),
+        Route(q + "/welcomelist", guarded(list_sender("welcome")), methods=["POST"]),
+        Route(q + "/blocklist", guarded(list_sender("block")), methods=["POST"]),
+        Route(q + "/learn", guarded(quarantine_learn), methods=["POST"]),
     ]

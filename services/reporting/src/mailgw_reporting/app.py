@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from faststream.kafka.annotations import KafkaMessage
 
 from mailgw_libs import bus
+from mailgw_libs.events import Direction
+from mailgw_libs.failfast import make_redis
 from mailgw_libs.service import ServiceRuntime, setup
+from mailgw_libs.userlists import UserListStore
 
-from . import api, ingest
+from . import api, ingest, linkpages
+from .digest import ReportOptions, SpamReporter
+from .expiry import run_expiry
+from .links import LinkSigner
+from .operations import QuarantineOps
 from .settings import ReportingSettings
-from .store import ReportStore
+from .store import Clock, ReportStore, system_clock
 
 SERVICE = "reporting"
 
@@ -38,12 +47,46 @@ def record_meta(record: Any) -> ingest.RecordMeta:
     )
 
 
+def link_signer(settings: ReportingSettings, clock: Clock) -> LinkSigner | None:
+    secret = settings.report_secret.get_secret_value()
+    if not secret:
+        return None
+    return LinkSigner(secret, timedelta(hours=settings.report_link_ttl_h), clock)
+
+
+def report_options(settings: ReportingSettings) -> ReportOptions:
+    return ReportOptions(interval=timedelta(hours=settings.report_interval_h), base_url=settings.report_base_url,
+                         sender=settings.report_from, kinds=tuple(settings.report_kinds),
+                         max_items=settings.report_max_items, direction=Direction(settings.report_direction))
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """The service's runtime and the parts a test (or an operator's tool) may drive directly."""
+
+    runtime: ServiceRuntime
+    store: ReportStore
+    ops: QuarantineOps
+    reporter: SpamReporter | None
+
+
 def build(settings: ReportingSettings, store: ReportStore | None = None) -> ServiceRuntime:
+    return assemble(settings, store).runtime
+
+
+def assemble(settings: ReportingSettings, store: ReportStore | None = None, clock: Clock = system_clock,
+             background: bool = True) -> Reporting:
+    """The service; `clock` is the time of the quarantine (expiry, reports, links), `background=False`
+    leaves the expiry and report schedules to the caller (tests run them with their clock)."""
     provider = setup(SERVICE, settings)
     broker = bus.make_broker(settings, SERVICE, provider)
     guard = bus.DeadLetterGuard(broker, SERVICE, settings.publish_timeout_s)
     runtime = ServiceRuntime(SERVICE, settings, broker)
-    store = store or ReportStore(settings.clickhouse_url, settings.database, settings.quarantine_days)
+    store = store or ReportStore(settings.clickhouse_url, settings.database, lifetimes=settings.lifetimes,
+                                 clock=clock)
+    redis = make_redis(settings.redis_url, timeout_s=5.0)
+    userlists = UserListStore(redis, settings.userlists_prefix)
+    signer = link_signer(settings, clock)
 
     async def handle_batch(msg: KafkaMessage) -> None:
         """Rows of every record of the batch, one insert per table.
@@ -91,12 +134,31 @@ def build(settings: ReportingSettings, store: ReportStore | None = None) -> Serv
         with contextlib.suppress(Exception):
             await broker.stop()
         await store.close()
+        await redis.aclose()
 
-    runtime.on_start.append(open_store)
-    runtime.on_stop.append(close_store)
-    runtime.checks["clickhouse"] = store.ping
     async def publish(body: bytes, topic: str, key: str) -> None:
         await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
 
-    runtime.routes.extend(api.routes(store, publish))
-    return runtime
+    ops = QuarantineOps(store, publish, userlists, clock)
+    reporter = SpamReporter(store, publish, signer, report_options(settings), clock) if signer else None
+
+    async def start_schedules() -> None:
+        if not background:
+            return
+
+        async def expiry() -> None:
+            await run_expiry(store, settings.expiry_interval_s)
+
+        runtime.spawn(expiry(), "quarantine-expiry")
+        if reporter is not None:
+            runtime.spawn(reporter.run_forever(settings.report_check_s), "spam-report")
+        else:
+            log.warning("no MAILGW_REPORTING_REPORT_SECRET: spam reports are off and report links refused")
+
+    runtime.on_start.append(open_store)
+    runtime.on_start.append(start_schedules)
+    runtime.on_stop.append(close_store)
+    runtime.checks["clickhouse"] = store.ping
+    runtime.routes.extend(api.routes(store, publish, userlists, ops, reporter))
+    runtime.routes.extend(linkpages.routes(signer, ops))
+    return Reporting(runtime, store, ops, reporter)

@@ -17,6 +17,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from .schema import Lifetimes
+
 COUNT_KEYS = ("received", "delivered", "spam", "virus", "quarantined", "blocked", "rejected", "deferred", "bounced")
 FINAL_STATES = ("delivered", "bounced", "quarantined", "blocked")
 # SMTP events with a code from 400 up are refusals (temporary 4xx or permanent 5xx).
@@ -52,6 +54,15 @@ class QuarantineQuery:
     limit: int = 100
     # One of QUARANTINE_STATES, "any", or "" (the default: every state but deleted).
     state: str = ""
+    # Case-insensitive substring of the subject.
+    subject: str = ""
+    # Score range [min_score, max_score], open when None.
+    min_score: float | None = None
+    max_score: float | None = None
+    # On the time the message was received.
+    window: Window = Window()
+    # Paging: skip this many messages of the (newest first) list.
+    offset: int = 0
 
 
 def iso(value: datetime | None) -> str | None:
@@ -382,6 +393,7 @@ def _refusals(client: Client, db: str, query: TrackingQuery) -> list[dict[str, A
 # -- quarantine ----------------------------------------------------------------------------------
 
 # Output names differ from the column names: an alias would shadow its column in WHERE.
+# `{expires}` is the lifetime expression of `Lifetimes.expires_sql`.
 QUARANTINE_FIELDS = """
     message_id AS id,
     arrayStringConcat(arraySort(groupUniqArray(kind)), ',') AS o_kind,
@@ -391,14 +403,19 @@ QUARANTINE_FIELDS = """
     max(score) AS o_score,
     min(received_at) AS o_received_at,
     min(quarantined_at) AS o_quarantined_at,
-    max(quarantined_at) + toIntervalDay({days:UInt32}) AS o_expires_at,
+    max({expires}) AS o_expires_at,
     max(size) AS o_size
 """
 
 
-def _alive(days: int) -> Conditions:
-    # Rows past their lifetime disappear at the next merge; until then they are hidden here.
-    return Conditions().add("quarantined_at > now64(3) - toIntervalDay({days})", days=(days, "UInt32"))
+def _fields(lifetimes: Lifetimes) -> str:
+    return QUARANTINE_FIELDS.replace("{expires}", lifetimes.expires_sql())
+
+
+def _alive(lifetimes: Lifetimes, now: datetime) -> Conditions:
+    # Rows past their lifetime go at the next expiry run (or merge); until then they are hidden here.
+    return Conditions().add(f"{lifetimes.expires_sql()} > fromUnixTimestamp64Milli({{now}}, 'UTC')",
+                            now=(_millis(now), "Int64"))
 
 
 def _ops_ids(db: str, op: str) -> str:
@@ -421,9 +438,11 @@ def _state_filter(c: Conditions, db: str, state: str) -> Conditions:
 
 
 def quarantine_states(client: Client, db: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """`state`, `released_at`, `released_to` (recipients released so far) and `deleted_at` of each message."""
+    """`state`, `released_at`, `released_to` (recipients released so far), `deleted_at` and `dismissed_by`
+    (recipients who deleted their copy with a report link; the message stays for the others) of each message."""
     out: dict[str, dict[str, Any]] = {
-        i: {"state": "quarantined", "released_at": None, "released_to": [], "deleted_at": None} for i in ids}
+        i: {"state": "quarantined", "released_at": None, "released_to": [], "deleted_at": None, "dismissed_by": []}
+        for i in ids}
     if not ids:
         return out
     rows = client.query(
@@ -432,15 +451,19 @@ def quarantine_states(client: Client, db: str, ids: list[str]) -> dict[str, dict
         parameters={"ids": ids},
     ).result_rows
     released: dict[str, set[str]] = {}
+    dismissed: dict[str, set[str]] = {}
     for message_id, op, at, recipients in rows:
         info = out[message_id]
         if op == "deleted":
             info["deleted_at"] = iso(at)
+        elif op == "dismissed":
+            dismissed.setdefault(message_id, set()).update(r.lower() for r in recipients)
         elif op == "released":
             info["released_at"] = iso(at)
             released.setdefault(message_id, set()).update(recipients)
     for message_id, info in out.items():
         info["released_to"] = sorted(released.get(message_id, ()))
+        info["dismissed_by"] = sorted(dismissed.get(message_id, ()))
         info["state"] = "deleted" if info["deleted_at"] else "released" if info["released_at"] else "quarantined"
     return out
 
@@ -460,29 +483,38 @@ def _quarantine_item(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def quarantine_list(client: Client, db: str, days: int, query: QuarantineQuery) -> list[dict[str, Any]]:
-    c = _alive(days).address("sender", query.sender).address_in("recipients", query.recipient)
+def quarantine_list(client: Client, db: str, lifetimes: Lifetimes, now: datetime,
+                    query: QuarantineQuery) -> list[dict[str, Any]]:
+    c = _alive(lifetimes, now).address("sender", query.sender).address_in("recipients", query.recipient)
+    c.window("received_at", query.window)
     if query.kind:
         c.add("kind = {kind}", kind=(query.kind, "String"))
+    if query.subject:
+        c.add("positionCaseInsensitiveUTF8(subject, {subject}) > 0", subject=(query.subject, "String"))
+    if query.min_score is not None:
+        c.add("score >= {min_score}", min_score=(query.min_score, "Float64"))
+    if query.max_score is not None:
+        c.add("score <= {max_score}", max_score=(query.max_score, "Float64"))
     _state_filter(c, db, query.state)
-    sql = f"""SELECT {QUARANTINE_FIELDS} FROM {db}.quarantine {c.sql()}
-              GROUP BY message_id ORDER BY o_quarantined_at DESC, message_id DESC LIMIT {{limit:UInt32}}"""
-    params = {**c.params, "days": days, "limit": query.limit}
+    sql = f"""SELECT {_fields(lifetimes)} FROM {db}.quarantine {c.sql()}
+              GROUP BY message_id ORDER BY o_quarantined_at DESC, message_id DESC
+              LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}"""
+    params = {**c.params, "limit": query.limit, "offset": query.offset}
     items = [_quarantine_item(r) for r in client.query(sql, parameters=params).named_results()]
     states = quarantine_states(client, db, [i["id"] for i in items])
     return [{**i, **states[i["id"]]} for i in items]
 
 
-def quarantine_get(client: Client, db: str, days: int, message_id: str,
+def quarantine_get(client: Client, db: str, lifetimes: Lifetimes, now: datetime, message_id: str,
                    deleted: bool = False) -> dict[str, Any] | None:
     """The item with its rule, symbols, viruses and state; None if unknown, expired or (unless `deleted`) deleted."""
-    c = _alive(days).add("message_id = {id}", id=(message_id, "String"))
+    c = _alive(lifetimes, now).add("message_id = {id}", id=(message_id, "String"))
     _state_filter(c, db, "any" if deleted else "")
-    sql = f"""SELECT {QUARANTINE_FIELDS}, arrayStringConcat(arraySort(groupUniqArray(rule)), ',') AS o_rule,
+    sql = f"""SELECT {_fields(lifetimes)}, arrayStringConcat(arraySort(groupUniqArray(rule)), ',') AS o_rule,
                      argMax(tuple(symbol_names, symbol_scores, symbol_details), score) AS o_symbols,
                      arraySort(groupUniqArrayArray(viruses)) AS o_viruses
               FROM {db}.quarantine {c.sql()} GROUP BY message_id"""
-    rows = list(client.query(sql, parameters={**c.params, "days": days}).named_results())
+    rows = list(client.query(sql, parameters=c.params).named_results())
     if not rows:
         return None
     r = rows[0]
@@ -491,8 +523,8 @@ def quarantine_get(client: Client, db: str, days: int, message_id: str,
             "viruses": list(r["o_viruses"]), **quarantine_states(client, db, [message_id])[message_id]}
 
 
-def quarantine_raw(client: Client, db: str, days: int, message_id: str) -> bytes | None:
-    c = _alive(days).add("message_id = {id}", id=(message_id, "String"))
+def quarantine_raw(client: Client, db: str, lifetimes: Lifetimes, now: datetime, message_id: str) -> bytes | None:
+    c = _alive(lifetimes, now).add("message_id = {id}", id=(message_id, "String"))
     _state_filter(c, db, "")
     result = client.query(f"SELECT raw FROM {db}.quarantine {c.sql()} LIMIT 1", parameters=c.params,
                           column_formats={"raw": "bytes"})
@@ -500,6 +532,59 @@ def quarantine_raw(client: Client, db: str, days: int, message_id: str) -> bytes
         return None
     raw = result.result_rows[0][0]
     return bytes(raw)
+
+
+def expire_quarantine(client: Client, db: str, lifetimes: Lifetimes, now: datetime) -> int:
+    """Delete the rows past their lifetime at `now` (a lightweight DELETE); the number of rows deleted."""
+    c = Conditions().add(f"{lifetimes.expires_sql()} <= fromUnixTimestamp64Milli({{now}}, 'UTC')",
+                         now=(_millis(now), "Int64"))
+    count = int(client.query(f"SELECT count() FROM {db}.quarantine {c.sql()}", parameters=c.params).result_rows[0][0])
+    if count:
+        client.command(f"DELETE FROM {db}.quarantine {c.sql()}", parameters=c.params)
+    return count
+
+
+def report_candidates(client: Client, db: str, lifetimes: Lifetimes, until: datetime, kinds: tuple[str, ...],
+                      max_items: int) -> dict[str, list[dict[str, Any]]]:
+    """For each recipient (lower case), the messages of `kinds` quarantined up to `until` that are still
+    there for them (not deleted, not released to them, not expired) and were not listed in a report to
+    them yet; newest first, at most `max_items` per recipient, each with `total` (how many there are)."""
+    c = _alive(lifetimes, until).add("quarantined_at <= fromUnixTimestamp64Milli({until}, 'UTC')",
+                                     until=(_millis(until), "Int64"))
+    c.add("kind IN {kinds}", kinds=(list(kinds), "Array(String)"))
+    c.add(f"message_id NOT IN {_ops_ids(db, 'deleted')}")
+    sql = f"""
+        SELECT recipient, message_id, any(sender) AS o_sender, any(subject) AS o_subject, max(score) AS o_score,
+               arrayStringConcat(arraySort(groupUniqArray(kind)), ',') AS o_kind,
+               min(received_at) AS o_received_at, max(quarantined_at) AS o_quarantined_at,
+               count() OVER (PARTITION BY recipient) AS o_total
+        FROM (SELECT message_id, sender, subject, score, kind, received_at, quarantined_at,
+                     lower(arrayJoin(recipients)) AS recipient
+              FROM {db}.quarantine {c.sql()})
+        WHERE (message_id, recipient) NOT IN (
+                  SELECT message_id, recipient FROM {db}.quarantine_reports WHERE recipient != '')
+          AND (message_id, recipient) NOT IN (
+                  SELECT message_id, lower(arrayJoin(recipients)) FROM {db}.quarantine_ops
+                  WHERE op IN ('released', 'dismissed'))
+        GROUP BY recipient, message_id
+        ORDER BY recipient, o_quarantined_at DESC, message_id DESC
+        LIMIT {{max_items:UInt32}} BY recipient"""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in client.query(sql, parameters={**c.params, "max_items": max_items}).named_results():
+        out.setdefault(r["recipient"], []).append({
+            "id": r["message_id"], "kind": r["o_kind"], "sender": r["o_sender"], "subject": r["o_subject"],
+            "score": float(r["o_score"]), "received_at": iso(r["o_received_at"]),
+            "quarantined_at": iso(r["o_quarantined_at"]), "total": int(r["o_total"]),
+        })
+    return out
+
+
+def last_report_run(client: Client, db: str) -> datetime | None:
+    rows = client.query(f"SELECT max(run_at), count() FROM {db}.quarantine_reports WHERE recipient = ''").result_rows
+    if not rows or not rows[0][1]:
+        return None
+    at: datetime = rows[0][0]
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def message_origin(client: Client, db: str, message_id: str) -> tuple[str, str]:

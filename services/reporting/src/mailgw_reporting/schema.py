@@ -11,6 +11,8 @@ New columns can be added here: `ReportStore.open` adds the missing ones to exist
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 TS = "DateTime64(3, 'UTC')"
@@ -171,9 +173,59 @@ QUARANTINE = Table(
 )
 
 
-def quarantine_ttl(days: int) -> str:
-    """TTL expression of the quarantine table: rows go `days` after quarantined_at."""
-    return f"toDateTime(quarantined_at) + toIntervalDay({int(days)})"
+_KIND_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How many days a quarantined message is kept, per kind (spam, virus, attachment, ...).
+
+    The expiry is computed from the row (`expires_sql`), not stored in it: a changed setting
+    applies to the messages already in quarantine, through the TTL and the queries alike.
+    """
+
+    default_days: int = 7
+    per_kind: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for kind, days in ((k, d) for k, d in self.per_kind):
+            if not _KIND_NAME.match(kind):
+                raise ValueError(f"quarantine kind must be a word like spam or virus, got {kind!r}")
+            if not 1 <= int(days) <= 3650:
+                raise ValueError(f"quarantine lifetime of {kind} must be 1..3650 days, got {days}")
+        if not 1 <= int(self.default_days) <= 3650:
+            raise ValueError(f"quarantine lifetime must be 1..3650 days, got {self.default_days}")
+
+    @classmethod
+    def of(cls, default_days: int, per_kind: Mapping[str, int] | None = None) -> Lifetimes:
+        return cls(int(default_days), tuple(sorted((k, int(d)) for k, d in (per_kind or {}).items())))
+
+    def days(self, kind: str) -> int:
+        return dict(self.per_kind).get(kind, self.default_days)
+
+    @property
+    def longest(self) -> int:
+        return max([self.default_days, *(d for _, d in self.per_kind)])
+
+    def days_sql(self, kind_column: str = "kind") -> str:
+        """The lifetime in days of a row, as SQL (integers and checked kind names only: no parameters needed)."""
+        distinct = [(k, d) for k, d in self.per_kind if d != self.default_days]
+        if not distinct:
+            return str(int(self.default_days))
+        branches = ", ".join(f"{kind_column} = '{k}', {int(d)}" for k, d in distinct)
+        return f"multiIf({branches}, {int(self.default_days)})"
+
+    def expires_sql(self, kind_column: str = "kind", at_column: str = "quarantined_at", ttl: bool = False) -> str:
+        """When a row expires; for the TTL clause (`ttl=True`) in whole seconds, as TTL wants a DateTime."""
+        at = f"toDateTime({at_column})" if ttl else at_column
+        return f"{at} + toIntervalDay({self.days_sql(kind_column)})"
+
+
+def quarantine_ttl(lifetimes: Lifetimes | int) -> str:
+    """TTL expression of the quarantine table: rows go their kind's lifetime after quarantined_at."""
+    if isinstance(lifetimes, int):
+        lifetimes = Lifetimes(lifetimes)
+    return lifetimes.expires_sql(ttl=True)
 
 
 # Operations on quarantined messages (release, delete), one row each; `op_id` identifies one operation
@@ -195,6 +247,27 @@ QUARANTINE_OPS = Table(
 
 def quarantine_ops_ttl(days: int) -> str:
     return f"toDateTime(at) + toIntervalDay({int(days)})"
+
+
+# Spam reports (the quarantine digest): one row per message listed in a recipient's report (a later
+# report lists only the messages not listed yet, however late they were stored), and one row with
+# recipient and message '' per run (sent or not), which the schedule reads. Kept as long as the
+# longest quarantine lifetime (see `all_tables`): a message is never listed twice while it exists.
+QUARANTINE_REPORTS = Table(
+    "quarantine_reports",
+    (
+        ("recipient", "String"),
+        ("message_id", "String"),
+        ("run_at", TS),
+        ("report_id", "String"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by="(recipient, message_id)",
+)
+
+
+def quarantine_reports_ttl(days: int) -> str:
+    return f"toDateTime(run_at) + toIntervalDay({int(days) + 1})"
 
 
 # SMTP-time refusals; `event_id` is a digest of the event, so a redelivered event has the same id.
@@ -240,7 +313,10 @@ DEAD_LETTERS = Table(
 )
 
 
-def all_tables(quarantine_days: int) -> list[Table]:
-    quarantine = replace(QUARANTINE, ttl=quarantine_ttl(quarantine_days))
-    ops = replace(QUARANTINE_OPS, ttl=quarantine_ops_ttl(quarantine_days))
-    return [MESSAGES, VERDICTS, ACTIONS, DELIVERY, quarantine, ops, SMTP_EVENTS, DEAD_LETTERS]
+def all_tables(lifetimes: Lifetimes | int) -> list[Table]:
+    if isinstance(lifetimes, int):
+        lifetimes = Lifetimes(lifetimes)
+    quarantine = replace(QUARANTINE, ttl=quarantine_ttl(lifetimes))
+    ops = replace(QUARANTINE_OPS, ttl=quarantine_ops_ttl(lifetimes.longest))
+    reports = replace(QUARANTINE_REPORTS, ttl=quarantine_reports_ttl(lifetimes.longest))
+    return [MESSAGES, VERDICTS, ACTIONS, DELIVERY, quarantine, ops, SMTP_EVENTS, DEAD_LETTERS, reports]

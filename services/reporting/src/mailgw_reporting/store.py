@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,11 +32,18 @@ from mailgw_libs.bus import TransientError
 
 from . import queries
 from .ingest import Batch
-from .schema import QUARANTINE_OPS, Table, all_tables
+from .schema import QUARANTINE_OPS, QUARANTINE_REPORTS, Lifetimes, Table, all_tables
 
 log = logging.getLogger("mailgw.reporting.store")
 
 T = TypeVar("T")
+
+# The time of the store's queries (expiry, the digest's windows); tests inject their own.
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
 
 ROWS = Counter("mailgw_reporting_rows_total", "Rows inserted into the reporting tables", ["table"])
 CALL_SECONDS = Histogram(
@@ -122,14 +129,17 @@ def redact(url: str) -> str:
 class ReportStore:
     """Owns the ClickHouse client and schema of the reporting service."""
 
-    def __init__(self, url: str, database: str = "mailgw", quarantine_days: int = 7) -> None:
+    def __init__(self, url: str, database: str = "mailgw", quarantine_days: int = 7,
+                 lifetimes: Lifetimes | None = None, clock: Clock = system_clock) -> None:
         self.url = url
         self.dsn, url_database = parse_url(url)
         self.database = url_database or database
         if not IDENTIFIER.match(self.database):
             raise ValueError(f"the database must be a plain identifier, got {self.database!r}")
-        self.quarantine_days = quarantine_days
-        self.tables: list[Table] = all_tables(quarantine_days)
+        self.lifetimes = lifetimes or Lifetimes(quarantine_days)
+        self.quarantine_days = self.lifetimes.default_days
+        self.clock = clock
+        self.tables: list[Table] = all_tables(self.lifetimes)
         self._client: Client | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
@@ -173,8 +183,7 @@ class ReportStore:
                     parameters={"db": db, "t": table.name},
                 ).result_rows[0][0]
                 if table.ttl not in engine:
-                    log.info("changing the quarantine lifetime", extra={"days": self.quarantine_days,
-                                                                        "table": table.name})
+                    log.info("changing the table's lifetime", extra={"ttl": table.ttl, "table": table.name})
                     client.command(f"ALTER TABLE {db}.{table.name} MODIFY TTL {table.ttl}")
 
     def _drop_client(self) -> None:
@@ -265,13 +274,15 @@ class ReportStore:
         return await self.run("tracking", lambda c: queries.tracking(c, self.database, query))
 
     async def quarantine_list(self, query: queries.QuarantineQuery) -> list[dict[str, Any]]:
+        now = self.clock()
         return await self.run(
-            "quarantine_list", lambda c: queries.quarantine_list(c, self.database, self.quarantine_days, query))
+            "quarantine_list", lambda c: queries.quarantine_list(c, self.database, self.lifetimes, now, query))
 
     async def quarantine_get(self, message_id: str, deleted: bool = False) -> dict[str, Any] | None:
+        now = self.clock()
         return await self.run(
             "quarantine_get",
-            lambda c: queries.quarantine_get(c, self.database, self.quarantine_days, message_id, deleted))
+            lambda c: queries.quarantine_get(c, self.database, self.lifetimes, now, message_id, deleted))
 
     async def message_origin(self, message_id: str) -> tuple[str, str]:
         return await self.run("message_origin", lambda c: queries.message_origin(c, self.database, message_id))
@@ -282,8 +293,37 @@ class ReportStore:
         await self.insert(Batch(QUARANTINE_OPS, [[message_id, op, op_id, at, list(recipients)]]))
 
     async def quarantine_raw(self, message_id: str) -> bytes | None:
+        now = self.clock()
         return await self.run(
-            "quarantine_raw", lambda c: queries.quarantine_raw(c, self.database, self.quarantine_days, message_id))
+            "quarantine_raw", lambda c: queries.quarantine_raw(c, self.database, self.lifetimes, now, message_id))
+
+    async def expire_quarantine(self) -> int:
+        """Delete the quarantined messages past their kind's lifetime now; the number of rows deleted.
+
+        The TTL drops them too, but only when parts merge, which may be long after; the queries hide
+        them meanwhile. This deletes them (and their bytes) at the time of the store's clock.
+        """
+        now = self.clock()
+        return await self.run("expire", lambda c: queries.expire_quarantine(c, self.database, self.lifetimes, now))
+
+    async def report_candidates(self, kinds: tuple[str, ...], until: datetime,
+                                max_items: int) -> dict[str, list[dict[str, Any]]]:
+        """Per recipient, the quarantined messages not listed in a report to them yet (see `queries`)."""
+        return await self.run("report_candidates", lambda c: queries.report_candidates(
+            c, self.database, self.lifetimes, until, kinds, max_items))
+
+    async def last_report_run(self) -> datetime | None:
+        return await self.run("last_report_run", lambda c: queries.last_report_run(c, self.database))
+
+    async def record_reports(self, reports: list[tuple[str, list[str], str]], run_at: datetime) -> None:
+        """The messages listed in spam reports: (recipient, message ids, report id) each."""
+        await self.insert(Batch(QUARANTINE_REPORTS, [
+            [recipient.lower(), message_id, run_at, report_id]
+            for recipient, message_ids, report_id in reports for message_id in message_ids]))
+
+    async def record_report_run(self, run_at: datetime) -> None:
+        """A run of the spam report schedule (whether or not it sent anything)."""
+        await self.insert(Batch(QUARANTINE_REPORTS, [["", "", run_at, ""]]))
 
     async def dead_letters(self, window: queries.Window) -> dict[str, Any]:
         return await self.run("dead_letters", lambda c: queries.dead_letters(c, self.database, window))

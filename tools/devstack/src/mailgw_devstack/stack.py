@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -109,7 +110,13 @@ class Stack:
             "antivirus": {"MAILGW_ANTIVIRUS_CLAMD_HOST": "127.0.0.1",
                           "MAILGW_ANTIVIRUS_CLAMD_PORT": str(self.infra["clamd"].port)},
             "delivery": {"MAILGW_DELIVERY_RELAY_HOST": "127.0.0.1",
-                         "MAILGW_DELIVERY_RELAY_PORT": str(self.ports.sink)},
+                         "MAILGW_DELIVERY_RELAY_PORT": str(self.ports.sink),
+                         # Outbound mail (and DSNs) to the local sink too, never by MX to the Internet.
+                         "MAILGW_DELIVERY_SMARTHOST": json.dumps({"host": "127.0.0.1", "port": self.ports.sink})},
+            # Spam reports on (links signed with a secret of this state directory, pointing at the local API).
+            "reporting": {"MAILGW_REPORTING_REPORT_BASE_URL": f"http://127.0.0.1:{self.ports.reporting}",
+                          "MAILGW_REPORTING_REPORT_SECRET": os.environ.get("MAILGW_REPORTING_REPORT_SECRET")
+                          or report_link_secret(self.state)},
         }
         env.update(specific.get(name, {}))
         env.update(self.extra_env.get(name, {}))
@@ -164,6 +171,16 @@ class Stack:
             self.sink.stop()
         for item in reversed(list(self.infra.values())):
             item.stop()
+
+
+def report_link_secret(state: Path) -> str:
+    """The local run's key of the spam report links: random, kept in the state directory across restarts."""
+    path = state / "report-link.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def self_signed_cert(directory: Path, hostname: str) -> tuple[Path, Path]:
