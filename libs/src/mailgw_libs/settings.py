@@ -27,6 +27,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias=shared("LOG_LEVEL"))
     kafka_fetch_max_wait_ms: int = Field(default=50, validation_alias=shared("KAFKA_FETCH_MAX_WAIT_MS"))
     partitions: int = Field(default=4, validation_alias=shared("PARTITIONS"))
+    # DNS for the network checks (mailgw_libs.resolver.make_resolver): None = the system resolver;
+    # MAILGW_DNS_NAMESERVERS is a JSON list of addresses.
+    dns_nameservers: list[str] | None = Field(default=None, validation_alias=shared("DNS_NAMESERVERS"))
+    dns_port: int = Field(default=53, validation_alias=shared("DNS_PORT"))
+    dns_timeout: float = Field(default=5.0, validation_alias=shared("DNS_TIMEOUT"))
     # Health, readiness and metrics endpoint of this process.
     http_host: str = "127.0.0.1"
     http_port: int = 9100

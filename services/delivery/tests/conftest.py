@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,8 +19,9 @@ def sinks() -> Iterator[SinkFactory]:
     """Starts SMTP sinks on free ports (or a given one); all stopped after the test."""
     started: list[Sink] = []
 
-    def start(handler: SinkHandler | None = None, port: int | None = None) -> Sink:
-        sink = Sink(handler or SinkHandler(), port or free_port()).start()
+    def start(handler: SinkHandler | None = None, port: int | None = None, tls_context: ssl.SSLContext | None = None,
+              host: str = "127.0.0.1") -> Sink:
+        sink = Sink(handler or SinkHandler(), port or free_port(), tls_context, host).start()
         started.append(sink)
         return sink
 

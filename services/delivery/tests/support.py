@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
 
 from mailgw_delivery.app import build
 from mailgw_delivery.settings import DeliverySettings
@@ -56,6 +59,7 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     peer: tuple[str, int] = ("", 0)  # the client's address: one per SMTP connection
+    tls: bool = False  # arrived over STARTTLS
 
 
 @dataclass
@@ -68,6 +72,9 @@ class SinkHandler:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     # Replies to the next DATA commands, used up one by one (e.g. ["451 4.3.0 Try again later"] * 2).
     data_replies: list[str] = field(default_factory=list)
+    # LMTP: the reply after the data for these recipients (the others get 250); all are sent in one write.
+    lmtp_replies: dict[str, str] = field(default_factory=dict)
+    lmtp: bool = False
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,8 +101,16 @@ class SinkHandler:
             if self.data_replies:
                 return self.data_replies.pop(0)
             content = envelope.original_content
+            tls = session.ssl is not None
+            if self.lmtp:
+                replies = [self.lmtp_replies.get(r, "250 2.0.0 delivered") for r in envelope.rcpt_tos]
+                delivered = [r for r, reply in zip(envelope.rcpt_tos, replies, strict=True) if reply[:1] == "2"]
+                if delivered:
+                    self.received.append(Received(envelope.mail_from, delivered, bytes(content),
+                                                  tuple(session.peer[:2]), tls))
+                return "\r\n".join(replies)
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(content),
-                                          tuple(session.peer[:2])))
+                                          tuple(session.peer[:2]), tls))
         return "250 2.0.0 Ok: queued as TEST"
 
     def deliveries_to(self, recipient: str) -> list[Received]:
@@ -103,17 +118,31 @@ class SinkHandler:
             return [r for r in self.received if recipient in r.rcpt_tos]
 
 
-class Sink:
-    """An in-process SMTP server on 127.0.0.1:<port> (its own thread and event loop)."""
+class _Controller(Controller):
+    def __init__(self, handler: SinkHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.lmtp = handler.lmtp
 
-    def __init__(self, handler: SinkHandler, port: int) -> None:
+    def factory(self) -> SMTP:
+        return LMTP(self.handler, **self.SMTP_kwargs) if self.lmtp else SMTP(self.handler, **self.SMTP_kwargs)
+
+
+class Sink:
+    """An in-process SMTP (or LMTP) server on <host>:<port> (its own thread and event loop); with
+    `tls_context` it offers STARTTLS."""
+
+    def __init__(self, handler: SinkHandler, port: int, tls_context: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.handler = handler
         self.port = port
+        self.host = host
+        self.tls_context = tls_context
         self.controller: Controller | None = None
 
     def start(self) -> Sink:
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                     data_size_limit=40 * 1024 * 1024, enable_SMTPUTF8=True)
+        options: dict[str, Any] = {"tls_context": self.tls_context} if self.tls_context else {}
+        self.controller = _Controller(self.handler, hostname=self.host, port=self.port,
+                                      data_size_limit=40 * 1024 * 1024, enable_SMTPUTF8=True, **options)
         self.controller.start()
         return self
 
@@ -220,6 +249,8 @@ def settings_for(kafka: str, redis_url: str, relay_port: int, unique: str, **ove
         "helo_name": "delivery.test", "connect_timeout_s": 2.0, "command_timeout_s": 5.0,
         "retry_delays_s": [1, 2], "ledger_prefix": f"test:{unique}:sent:",
         "publish_timeout_s": 10.0, "http_port": 0,
+        # Outbound mail (DSNs to the sender) to the same sink: no MX lookup in these tests.
+        "smarthost": {"host": "127.0.0.1", "port": relay_port},
     }
     values.update(overrides)
     return DeliverySettings(**values)

@@ -10,13 +10,15 @@ from faststream.kafka.annotations import KafkaMessage
 
 from mailgw_libs import bus, frames, topics
 from mailgw_libs.events import MailAction, RetryEnvelope, utcnow
+from mailgw_libs.resolver import make_resolver
 from mailgw_libs.service import ServiceRuntime, setup
 
 from .dedupe import DeliveryLedger
 from .dsn import DsnBuilder
 from .fates import FateApplier
-from .relay import SmtpRelay
+from .relay import SmtpRelay, tls_policy_of
 from .retry import PartitionHold, RetrySchedule, hold_for
+from .routing import Dispatcher, Endpoint, MxResolver, Router
 from .settings import DeliverySettings
 
 SERVICE = "delivery"
@@ -34,16 +36,26 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
 
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
     ledger = DeliveryLedger(client, settings.ledger_prefix, settings.ledger_ttl_s)
-    relay = SmtpRelay(settings.relay_host, settings.relay_port, settings.helo_name, settings.connect_timeout_s,
-                      settings.command_timeout_s, settings.relay_starttls, settings.relay_tls_verify,
-                      reuse_s=settings.relay_reuse_s, reuse_messages=settings.relay_reuse_messages)
+    default = Endpoint(settings.relay_host, settings.relay_port,
+                       tls=settings.relay_tls or tls_policy_of(settings.relay_starttls, settings.relay_tls_verify))
+    router = Router(default, settings.transports, settings.smarthost, settings.outbound_tls, settings.tls_policies)
+
+    def relay_for(endpoint: Endpoint) -> SmtpRelay:
+        return SmtpRelay(endpoint.host, endpoint.port, settings.helo_name, settings.connect_timeout_s,
+                         settings.command_timeout_s, reuse_s=settings.relay_reuse_s,
+                         reuse_messages=settings.relay_reuse_messages, tls=endpoint.tls, ca_file=settings.tls_ca_file,
+                         tls_name=endpoint.tls_name, protocol=endpoint.protocol)
+
+    resolver = MxResolver(make_resolver(settings.dns_nameservers, settings.dns_port, settings.dns_timeout))
+    relay = Dispatcher(router, resolver, relay_for, settings.mx_port, settings.mx_max_hosts)
 
     async def publish(body: bytes, topic: str, key: str) -> None:
         await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
 
     dsn = DsnBuilder(settings.dsn_reporting_mta or settings.helo_name, delay_warning_h=settings.delay_warning_s / 3600,
                      lifetime_h=settings.queue_lifetime_s / 3600) if settings.dsn_enabled else None
-    applier = FateApplier(relay, ledger, schedule, publish, dsn=dsn, delay_warning_s=settings.delay_warning_s)
+    applier = FateApplier(relay, ledger, schedule, publish, dsn=dsn, delay_warning_s=settings.delay_warning_s,
+                          postmaster=settings.postmaster, helo_name=settings.helo_name)
 
     async def handle_action(msg: KafkaMessage) -> None:
         action, raw = await asyncio.to_thread(frames.unpack, bytes(msg.body), MailAction, settings.kafka_max_bytes)
@@ -78,5 +90,6 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
         hold.cancel()
 
     runtime.checks["redis"] = ledger.ping
-    runtime.on_stop += [cancel_holds, relay.close, close_redis]
+    # Stop hooks run last to first: finish the sends in progress, then close sessions and Redis.
+    runtime.on_stop += [cancel_holds, relay.close, close_redis, applier.drain]
     return runtime

@@ -10,7 +10,12 @@ Order of effects, all done before the handler returns (the input offset is commi
 4. bounced recipients (5xx, or the queue lifetime is over): one DSN to the envelope sender (never to
    the null sender), published as an action on mail.actions; a delay warning once the first attempt
    is `delay_warning_s` old (see dsn.py);
-5. one DeliveryResult per recipient to mail.delivery.
+5. one DeliveryResult per recipient to mail.delivery;
+6. on the first attempt, the notifications and BCC copies the rules asked for, as actions on
+   mail.actions (see notify.py).
+
+A recipient whose decision is `tempfail` (the rules could not judge the message) is deferred like a 4xx
+from the relay: retried through the retry topics, bounced after the queue lifetime.
 
 A failure to publish (Kafka) or to read the ledger (Redis) propagates: the input is
 redelivered, and the ledger keeps what was already sent from being sent again.
@@ -37,6 +42,7 @@ from mailgw_libs.events import (
 )
 
 from .dsn import DsnBuilder, RecipientReport, dsn_action
+from .notify import bcc_action, notification_action, notification_message
 from .plan import DeliveryGroup, QuarantineGroup, plan_action
 from .relay import RecipientOutcome, Transaction
 from .retry import LIFETIME_EXCEEDED, RetrySchedule
@@ -45,8 +51,10 @@ log = logging.getLogger("mailgw.delivery")
 
 RESULTS = Counter("mailgw_delivery_results_total", "Delivery results published, by status", ["status"])
 
-# Larger messages get their header changes in a worker thread (copying megabytes blocks the loop).
+# Larger messages get their header changes in a worker thread (copying megabytes blocks the loop);
+# body modifications (MIME parsing) always go to a thread.
 INLINE_RENDER_BYTES = 512 * 1024
+TEMPFAIL_RESPONSE = "4.7.0 the message could not be judged (tempfail); retried later"
 
 Publish = Callable[[bytes, str, str], Awaitable[None]]  # (body, topic, key)
 Clock = Callable[[], datetime]
@@ -82,7 +90,8 @@ def delivery_id(action: MailAction) -> str:
 
 class FateApplier:
     def __init__(self, relay: Relay, ledger: Ledger, schedule: RetrySchedule, publish: Publish,
-                 clock: Clock = utcnow, dsn: DsnBuilder | None = None, delay_warning_s: int = 0) -> None:
+                 clock: Clock = utcnow, dsn: DsnBuilder | None = None, delay_warning_s: int = 0,
+                 postmaster: str = "postmaster@localhost", helo_name: str = "localhost") -> None:
         self.relay = relay
         self.ledger = ledger
         self.schedule = schedule
@@ -90,6 +99,10 @@ class FateApplier:
         self.clock = clock
         self.dsn = dsn  # None: no DSNs at all
         self.delay_warning_s = delay_warning_s  # 0: no delay warnings
+        self.postmaster = postmaster  # sender of notifications
+        self.helo_name = helo_name
+        # Sends in progress (relay + ledger); a stopping service waits for them (see `drain`).
+        self._sending: set[asyncio.Future[list[RecipientOutcome]]] = set()
 
     async def apply(self, action: MailAction, raw: bytes, recipients: Sequence[str] | None = None,
                     attempt: int = 1, first_attempt_at: datetime | None = None,
@@ -114,8 +127,13 @@ class FateApplier:
             results += [result(r, DeliveryStatus.QUARANTINED, smtp_response=f"quarantined ({group.kind})")
                         for r in group.recipients]
 
-        if plan.deliveries:
-            results += await self._deliver(action, raw, plan.deliveries, attempt, first, now, result, warned)
+        if plan.deliveries or plan.tempfailed:
+            tempfailed = [d.recipient for d in plan.tempfailed]
+            results += await self._deliver(action, raw, plan.deliveries, attempt, first, now, result, warned,
+                                           tempfailed)
+
+        if recipients is None and attempt == 1 and (action.notifications or action.bcc):
+            await self._send_extras(action, raw, plan.deliveries, now)
 
         await asyncio.gather(*(self.publish(r.model_dump_json().encode(), topics.MAIL_DELIVERY, action.message_id)
                                for r in results))
@@ -136,7 +154,7 @@ class FateApplier:
 
     async def _deliver(self, action: MailAction, raw: bytes, groups: list[DeliveryGroup], attempt: int,
                        first: datetime, now: datetime, result: Callable[..., DeliveryResult],
-                       warned: bool = False) -> list[DeliveryResult]:
+                       warned: bool = False, tempfailed: Sequence[str] = ()) -> list[DeliveryResult]:
         relay = self.relay.name
         sends_id = delivery_id(action)
         wanted = [r for g in groups for r in g.recipients]
@@ -151,21 +169,27 @@ class FateApplier:
         for group in groups:
             todo = tuple(r for r in group.recipients if r not in already)
             if todo:
-                message = (group.render(raw) if len(raw) < INLINE_RENDER_BYTES
+                message = (group.render(raw) if len(raw) < INLINE_RENDER_BYTES and not group.changes_body
                            else await asyncio.to_thread(group.render, raw))
-                transactions.append(Transaction(action.mail_from, todo, message))
-        if not transactions:
+                transactions.append(Transaction(action.mail_from, todo, message, action.direction))
+        outcomes = [RecipientOutcome(r, DeliveryStatus.DEFERRED, 0, TEMPFAIL_RESPONSE) for r in tempfailed]
+        if not transactions and not outcomes:
             return results
 
-        outcomes = [o for tx_outcomes in await self.relay.deliver(transactions) for o in tx_outcomes]
-        sent = [(o.recipient, ledger_value(o)) for o in outcomes if o.status is DeliveryStatus.DELIVERED]
-        await self.ledger.mark(sends_id, sent)
+        if transactions:
+            # Shielded: a handler cancelled at shutdown must not stop between the relay's "250" and the
+            # ledger write, or the redelivered action would send the message a second time.
+            send = asyncio.ensure_future(self._send_and_record(sends_id, transactions))
+            self._sending.add(send)
+            send.add_done_callback(self._sending.discard)
+            outcomes += await asyncio.shield(send)
 
         deferred = [o for o in outcomes if o.status is DeliveryStatus.DEFERRED]
         step = self.schedule.next_step(attempt, first, now) if deferred else None
         if deferred and step is not None:
             if not warned and self._warning_due(action, first, now):
-                reports = [RecipientReport.delayed(o.recipient, o.code, o.response, relay) for o in deferred]
+                reports = [RecipientReport.delayed(o.recipient, o.code, o.response, o.relay or relay)
+                           for o in deferred]
                 await self._send_dsn(action, raw, reports, f"{sends_id}.delay", now)
                 warned = True
             envelope = RetryEnvelope(action=action, recipients=[o.recipient for o in deferred], attempt=step.attempt,
@@ -177,6 +201,7 @@ class FateApplier:
 
         bounces: list[RecipientReport] = []
         for o in outcomes:
+            relay = o.relay or self.relay.name
             if o.status is DeliveryStatus.DEFERRED and step is not None:
                 results.append(result(o.recipient, DeliveryStatus.DEFERRED, smtp_code=o.code,
                                       smtp_response=o.response, next_attempt_at=step.not_before, relay=relay))
@@ -194,6 +219,43 @@ class FateApplier:
         if bounces:
             await self._bounce(action, raw, bounces, f"{sends_id}.dsn{attempt}", now)
         return results
+
+    async def _send_and_record(self, sends_id: str, transactions: list[Transaction]) -> list[RecipientOutcome]:
+        outcomes = [o for tx_outcomes in await self.relay.deliver(transactions) for o in tx_outcomes]
+        sent = [(o.recipient, ledger_value(o)) for o in outcomes if o.status is DeliveryStatus.DELIVERED]
+        await self.ledger.mark(sends_id, sent)
+        return outcomes
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for the sends in progress to be recorded (at shutdown, before Redis is closed)."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=timeout_s)
+
+    async def _send_extras(self, action: MailAction, raw: bytes, groups: Sequence[DeliveryGroup],
+                           now: datetime) -> None:
+        """Publish the notifications and BCC copies of the action as actions of their own."""
+        for index, note in enumerate(action.notifications, start=1):
+            if not note.to:
+                continue
+            notify_id = f"{delivery_id(action)}.notify{index}"
+            try:
+                message = await asyncio.to_thread(notification_message, note, raw, self.postmaster, now, notify_id,
+                                                  self.helo_name)
+            except Exception:  # a notification that cannot be built must not fail the delivery
+                log.exception("cannot build the notification", extra={"message_id": action.message_id})
+                continue
+            frame = frames.pack(notification_action(action, note, notify_id, self.postmaster, now), message)
+            await self.publish(frame, topics.MAIL_ACTIONS, notify_id)
+        for index, bcc in enumerate(action.bcc, start=1):
+            bcc_id = f"{delivery_id(action)}.bcc{index}"
+            copy = raw
+            if not bcc.original and groups:
+                copy = await asyncio.to_thread(groups[0].render, raw)
+            frame = await asyncio.to_thread(frames.pack, bcc_action(action, bcc.to, bcc_id, bcc.rule, now), copy)
+            await self.publish(frame, topics.MAIL_ACTIONS, bcc_id)
+        log.info("notifications and bcc published", extra={"message_id": action.message_id,
+                                                           "notifications": len(action.notifications),
+                                                           "bcc": len(action.bcc)})
 
     def _warning_due(self, action: MailAction, first: datetime, now: datetime) -> bool:
         return (self.dsn is not None and self.delay_warning_s > 0 and bool(action.mail_from)

@@ -1,4 +1,4 @@
-"""SMTP client towards the downstream relay (aiosmtplib), with one outcome per recipient.
+"""SMTP/LMTP client towards one downstream host (aiosmtplib), with one outcome per recipient.
 
 One `deliver()` call is one SMTP session carrying several transactions (one per distinct
 set of header changes); the session may be kept for the next call (connection reuse).
@@ -10,7 +10,14 @@ The relay's answers map to results like this:
 
 A failure of the session itself (connect, greeting, EHLO, STARTTLS) is about the relay, not
 about the message, so it defers every recipient whatever the code: the mail is never bounced
-because the relay is misconfigured or busy.
+because the relay is misconfigured or busy. Such outcomes are marked `session`, so that MX
+delivery can try the next host.
+
+TLS policy per destination: `none` (never STARTTLS), `may` (STARTTLS when offered, no certificate
+check; a failed handshake is retried once in clear text, as opportunistic TLS means), `encrypt`
+(STARTTLS required, no certificate check), `verify` (STARTTLS required, the chain against
+`ca_file` (else the system store) and the host name `tls_name`).
+With `protocol="lmtp"` the session greets with LHLO and DATA gets one reply per recipient.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ from aiosmtplib import (
 )
 from prometheus_client import Counter, Histogram
 
-from mailgw_libs.events import DeliveryStatus
+from mailgw_libs.events import DeliveryStatus, Direction
+
+from .lmtp import LmtpClient
 
 log = logging.getLogger("mailgw.delivery.relay")
 
@@ -45,6 +54,17 @@ SESSION_SECONDS = Histogram(
 )
 
 StartTls = Literal["off", "opportunistic", "required"]
+TlsPolicy = Literal["none", "may", "encrypt", "verify"]
+Protocol = Literal["smtp", "lmtp"]
+
+
+def tls_policy_of(starttls: StartTls, verify: bool) -> TlsPolicy:
+    """The policy of the older settings (relay_starttls, relay_tls_verify)."""
+    if starttls == "off":
+        return "none"
+    if verify:
+        return "verify"
+    return "encrypt" if starttls == "required" else "may"
 
 
 def status_for_code(code: int) -> DeliveryStatus:
@@ -63,6 +83,7 @@ class Transaction:
     mail_from: str
     recipients: tuple[str, ...]
     message: bytes
+    direction: Direction = Direction.INBOUND  # for routing: outbound mail may go by MX
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,8 @@ class RecipientOutcome:
     status: DeliveryStatus
     code: int
     response: str
+    relay: str = ""  # host:port that gave the answer (or that could not be reached)
+    session: bool = False  # the session failed (connect, greeting, EHLO, STARTTLS), not the transaction
 
 
 def valid_address(address: str, allow_empty: bool = False) -> bool:
@@ -89,10 +112,11 @@ def _needs_smtputf8(tx: Transaction) -> bool:
 class _SessionFailed(Exception):
     """The session with the relay is unusable; every recipient still open is deferred."""
 
-    def __init__(self, code: int, response: str) -> None:
+    def __init__(self, code: int, response: str, tls: bool = False) -> None:
         super().__init__(f"{code} {response}".strip())
         self.code = code
         self.response = response
+        self.tls = tls  # failed in the TLS handshake
 
 
 def _describe(exc: BaseException) -> str:
@@ -115,14 +139,18 @@ class SmtpRelay:
     def __init__(self, host: str, port: int, helo_name: str, connect_timeout_s: float = 30.0,
                  command_timeout_s: float = 60.0, starttls: StartTls = "opportunistic",
                  tls_verify: bool = False, reuse_s: float = 0.0, reuse_messages: int = 100,
-                 max_idle: int = 4) -> None:
+                 max_idle: int = 4, tls: TlsPolicy | None = None, ca_file: str = "", tls_name: str = "",
+                 protocol: Protocol = "smtp") -> None:
         self.host = host
         self.port = port
         self.helo_name = helo_name
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
-        self.starttls = starttls
-        self.tls_verify = tls_verify
+        self.tls: TlsPolicy = tls or tls_policy_of(starttls, tls_verify)
+        self.ca_file = ca_file
+        # The name the certificate must carry (an MX host name when `host` is its address).
+        self.tls_name = tls_name or host
+        self.protocol = protocol
         self.reuse_s = reuse_s
         self.reuse_messages = reuse_messages
         self.max_idle = max_idle
@@ -133,30 +161,47 @@ class SmtpRelay:
         return f"{self.host}:{self.port}"
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.tls_verify:
+        context = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.tls != "verify":
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
 
     async def _open(self) -> _Connection:
-        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, local_hostname=self.helo_name,
-                                 timeout=self.command_timeout_s, start_tls=False)
+        try:
+            return await self._connect(starttls=self.tls != "none")
+        except _SessionFailed as failure:
+            if self.tls != "may" or not failure.tls:
+                raise
+            # Opportunistic TLS: a broken handshake must not keep the mail from going out in clear.
+            log.warning("STARTTLS failed; sending without TLS", extra={"relay": self.name, "error": str(failure)})
+            return await self._connect(starttls=False)
+
+    async def _connect(self, starttls: bool) -> _Connection:
+        client_class = LmtpClient if self.protocol == "lmtp" else aiosmtplib.SMTP
+        client = client_class(hostname=self.host, port=self.port, local_hostname=self.helo_name,
+                              timeout=self.command_timeout_s, start_tls=False)
+        in_tls = False
         try:
             await client.connect(timeout=self.connect_timeout_s)
             await client.ehlo()
-            if self.starttls != "off":
+            if starttls:
                 if client.supports_extension("starttls"):
-                    await client.starttls(tls_context=self._tls_context())
+                    in_tls = True
+                    await client.starttls(tls_context=self._tls_context(), server_hostname=self.tls_name)
+                    in_tls = False
                     await client.ehlo()
-                elif self.starttls == "required":
-                    raise _SessionFailed(0, "relay does not offer STARTTLS, which is required")
+                elif self.tls in ("encrypt", "verify"):
+                    raise _SessionFailed(0, f"relay does not offer STARTTLS, which the TLS policy {self.tls} requires")
         except SMTPResponseException as exc:
             client.close()
-            raise _SessionFailed(exc.code, exc.message) from exc
-        except (SMTPException, OSError, TimeoutError) as exc:
+            raise _SessionFailed(exc.code, exc.message, tls=in_tls) from exc
+        except (SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             client.close()
-            raise _SessionFailed(0, _describe(exc)) from exc
+            raise _SessionFailed(0, _describe(exc), tls=in_tls) from exc
+        except _SessionFailed:
+            client.close()
+            raise
         except BaseException:
             client.close()
             raise
@@ -214,7 +259,8 @@ class SmtpRelay:
         except _SessionFailed as failure:
             for index, tx in enumerate(transactions):
                 done = {o.recipient for o in results[index]}
-                results[index] += [RecipientOutcome(r, DeliveryStatus.DEFERRED, failure.code, failure.response)
+                results[index] += [RecipientOutcome(r, DeliveryStatus.DEFERRED, failure.code, failure.response,
+                                                    self.name, session=True)
                                    for r in tx.recipients if r not in done]
             log.warning("relay session failed", extra={"relay": self.name, "error": str(failure)})
             if conn is not None:
@@ -233,7 +279,8 @@ class SmtpRelay:
         """One transaction; appends an outcome per recipient or raises _SessionFailed."""
         def settle(recipients: Sequence[str], code: int, response: str,
                    status: DeliveryStatus | None = None) -> None:
-            out.extend(RecipientOutcome(r, status or status_for_code(code), code, response) for r in recipients)
+            out.extend(RecipientOutcome(r, status or status_for_code(code), code, response, self.name)
+                       for r in recipients)
 
         if not valid_address(tx.mail_from, allow_empty=True):
             settle(tx.recipients, 0, "invalid sender address, not sent", DeliveryStatus.BOUNCED)
@@ -277,6 +324,16 @@ class SmtpRelay:
                     settle([recipient], 0, f"invalid recipient address, not sent: {exc}", DeliveryStatus.BOUNCED)
             if not accepted:
                 await client.rset()
+                return
+            if isinstance(client, LmtpClient):
+                try:
+                    replies = await client.lmtp_data(tx.message, len(accepted))
+                except SMTPDataError as exc:
+                    settle(accepted, exc.code, exc.message)
+                    await client.rset()
+                    return
+                for recipient, reply in zip(accepted, replies, strict=True):
+                    settle([recipient], reply.code, reply.message)
                 return
             try:
                 answer = await client.data(tx.message)

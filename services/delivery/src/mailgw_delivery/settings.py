@@ -3,12 +3,27 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailgw_libs.settings import ServiceSettings
 
 DEFAULT_RETRY_DELAYS_S = [60, 300, 1800, 7200, 21600]
+
+TlsPolicy = Literal["none", "may", "encrypt", "verify"]
+
+
+class Transport(BaseModel):
+    """Where the mail of a domain goes (named like the central config's transports)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    protocol: Literal["smtp", "lmtp"] = "smtp"
+    tls: TlsPolicy = "may"
+    # Deliver to the MX hosts of `host` instead of to `host` itself.
+    use_mx: bool = False
 
 
 class DeliverySettings(ServiceSettings):
@@ -31,6 +46,28 @@ class DeliverySettings(ServiceSettings):
     # for at most this many messages.
     relay_reuse_s: float = 10.0
     relay_reuse_messages: int = 100
+    # TLS policy towards the default relay; empty: from relay_starttls / relay_tls_verify.
+    relay_tls: TlsPolicy | None = None
+
+    # Routing. A recipient domain listed here goes to its transport, whatever the direction
+    # (JSON: {"example.com": {"host": "10.0.0.5", "port": 24, "protocol": "lmtp", "tls": "none"}};
+    # a key ".example.com" matches every subdomain). Other inbound mail goes to relay_host:relay_port;
+    # other outbound mail to the smarthost when set, else by MX lookup.
+    transports: dict[str, Transport] = Field(default_factory=dict)
+    smarthost: Transport | None = None
+    # TLS policy of MX deliveries, and per destination domain (overrides, also for the smarthost's mail).
+    outbound_tls: TlsPolicy = "may"
+    tls_policies: dict[str, TlsPolicy] = Field(default_factory=dict)
+    # CA bundle for the "verify" policy (empty: the system store).
+    tls_ca_file: str = ""
+    # MX lookups use the shared resolver settings (MAILGW_DNS_NAMESERVERS, _PORT, _TIMEOUT).
+    # The SMTP port of MX hosts (25; another one only for tests).
+    mx_port: int = 25
+    # MX hosts (and addresses) tried per delivery before the rest is deferred.
+    mx_max_hosts: int = Field(default=5, ge=1)
+
+    # Sender (From and MAIL FROM) of notifications the rules ask for.
+    postmaster: str = "postmaster@localhost"
 
     # Wait before attempt n+1 after attempt n was deferred; the last delay repeats.
     retry_delays_s: list[int] = Field(default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S))
