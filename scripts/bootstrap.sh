@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-venv python3-dev redis-server clamav-daemon clamav-testfiles tesseract-ocr tesseract-ocr-eng
-  fonts-dejavu-core swaks libnet-ssleay-perl libio-socket-ssl-perl nsd slapd ldap-utils)
+  tesseract-ocr-deu fonts-dejavu-core swaks libnet-ssleay-perl libio-socket-ssl-perl nsd slapd ldap-utils)
 BINARIES=(redis-server clamd tesseract swaks nsd slapd ldapadd)
 
 missing=0
@@ -14,6 +14,8 @@ for b in "${BINARIES[@]}"; do command -v "$b" >/dev/null 2>&1 || missing=1; done
 # Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
 "${PYTHON:-python3}" -c "import ensurepip, venv" 2>/dev/null || missing=1
 [ -e /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ] || [ -e /usr/share/tesseract-ocr/4.00/tessdata/eng.traineddata ] || missing=1
+# German too: the example configuration (ocr_languages: [eng, deu]) and the OCR configuration test use it.
+[ -e /usr/share/tesseract-ocr/5/tessdata/deu.traineddata ] || [ -e /usr/share/tesseract-ocr/4.00/tessdata/deu.traineddata ] || missing=1
 if [ "$missing" = 1 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing system packages (${APT_PACKAGES[*]}); run as root or install them" >&2

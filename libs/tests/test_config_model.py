@@ -16,7 +16,7 @@ from mailgw_libs.config.document import (
     parse_yaml,
     to_yaml,
 )
-from mailgw_libs.config.model import GatewayConfig, shipped_defaults
+from mailgw_libs.config.model import GatewayConfig, is_set, shipped_defaults
 from mailgw_libs.config.rulesystem import RuleSystemConfig
 from mailgw_libs.config.versions import VersionLog, new_version
 
@@ -112,9 +112,35 @@ def test_names_are_normalised() -> None:
     ("relay_domains: example.com", "relay_domains: Input should be a valid list"),
     ("ingress: {spf: [yes]}", "ingress.spf: Input should be a valid boolean"),
     ("notifications: {admin_address: 'root'}", "notifications.admin_address: expected an e-mail address"),
+    ("rules: {who: {S: {objects: [{type: ldap_group, profile: corp, group: staff}]}}}",
+     "rules.who: ldap_user/ldap_group objects name unknown LDAP profile(s) ['corp'] (ldap_profiles: none defined)"),
+    ("rules: {actions: {N: {objects: [{type: notify, to: [admin], template: virus-alert}]}}}",
+     "rules.actions: notify actions name unknown template(s) ['virus-alert'] (notifications.templates: none defined)"),
 ])
 def test_invalid_documents_are_refused_naming_the_path(text: str, expected: str) -> None:
     assert expected in error_of(text)
+
+
+def test_rules_may_name_defined_ldap_profiles_and_templates() -> None:
+    config = load_text("""
+ldap_profiles: {corp: {servers: ['ldap://dc1'], base_dn: 'dc=x'}}
+notifications: {templates: {virus-alert: {subject: 'Virus __VIRUS_INFO__', body: 'from __SENDER__'}}}
+rules:
+  who: {Staff: {objects: [{type: ldap_group, profile: corp, group: staff}, {type: ldap_user, profile: corp}]}}
+  actions: {N: {objects: [{type: notify, to: [admin], template: virus-alert}]}}
+  rules: [{name: R, priority: 1, to: [Staff], actions: [N]}]
+""")
+    assert config.rules.ldap_profiles_used() == {"corp"}
+    assert config.rules.notification_templates_used() == {"virus-alert"}
+
+
+def test_is_set_tells_given_values_from_shipped_defaults() -> None:
+    # Services with an environment setting for the same value use it only while the configuration does not give it.
+    assert not is_set(shipped_defaults().scoring, "scorers")
+    published = load_text(to_yaml(shipped_defaults()))  # what a version holds: every field written out
+    assert is_set(published.scoring, "scorers") and is_set(published.scoring, "deadline_s")
+    partial = load_text("scoring: {deadline_s: 5}")
+    assert is_set(partial.scoring, "deadline_s") and not is_set(partial.scoring, "scorers")
 
 
 def test_every_error_is_reported_not_only_the_first() -> None:

@@ -50,6 +50,9 @@ def test_good_config_parses_and_round_trips() -> None:
     (("type: block", "type: explode"), "type"),
     (("name: R,", "name: R, colour: red,"), "colour"),
     (("type: spam_level, level: 3", "type: spam_level, level: -1"), "greater than or equal to 0"),
+    (("{type: block}", "{type: notify, to: [admin], template: ''}"), "at least 1 character"),
+    (("{type: block}", "{type: notify, to: [admin], template: '" + "t" * 129 + "'}"), "at most 128 characters"),
+    (("{type: block}", "{type: notify, to: [admin], template: [a, b]}"), "template"),
 ])
 def test_invalid_configs_are_refused_readably(change: tuple[str, str], message: str) -> None:
     old, new = change

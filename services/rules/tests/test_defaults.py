@@ -51,14 +51,14 @@ async def test_viruses_are_blocked_and_the_admin_notified() -> None:
     action = await decide(vs=verdicts(("GTUBE", 1000.0), viruses=["Eicar-Test-Signature"]))
     d = action.decisions[0]
     assert d.fate is Fate.BLOCK and d.rule == "Block Viruses"
-    assert [n.to for n in action.notifications] == [["postmaster@localhost"]]
+    assert [n.to for n in action.notifications] == [["postmaster@example.com"]]
     assert "Eicar-Test-Signature" in action.notifications[0].text
 
 
 async def test_outgoing_virus_alerts_sender_and_admin() -> None:
     action = await decide(env=envelope(direction=Direction.OUTBOUND), vs=verdicts(viruses=["Eicar"]))
     assert action.decisions[0].rule == "Virus Alert" and action.decisions[0].fate is Fate.BLOCK
-    assert sorted(t for n in action.notifications for t in n.to) == ["postmaster@localhost", "s@example.org"]
+    assert sorted(t for n in action.notifications for t in n.to) == ["postmaster@example.com", "s@example.org"]
 
 
 async def test_outgoing_spam_and_no_header_change_outbound() -> None:
@@ -90,3 +90,44 @@ async def test_blocklist_and_welcomelist_groups() -> None:
     # Block Viruses (96) comes before the Welcomelist (85).
     d = (await decide(cfg, env=envelope(sender="friend@partner.test"), vs=verdicts(viruses=["Eicar"]))).decisions[0]
     assert d.fate is Fate.BLOCK
+
+
+def activated(*names: str) -> RuleSystemConfig:
+    """The shipped rule set with some of its inactive rules switched on (what an administrator does in PMG)."""
+    assert all(any(r.name == n and not r.active for r in DEFAULTS.rules) for n in names)
+    return DEFAULTS.model_copy(update={"rules": [r.model_copy(update={"active": True}) if r.name in names else r
+                                                 for r in DEFAULTS.rules]})
+
+
+async def test_inactive_spam_levels_5_and_10_when_switched_on() -> None:
+    cfg = activated("Quarantine/Mark Spam (Level 5)", "Block Spam (Level 10)")
+    d = (await decide(cfg, vs=verdicts(("A", 12.0)))).decisions[0]
+    assert d.fate is Fate.BLOCK and d.rule == "Block Spam (Level 10)"  # priority 82 before 81 and 80
+    d = (await decide(cfg, vs=verdicts(("A", 6.0)))).decisions[0]
+    assert d.fate is Fate.QUARANTINE and d.rule == "Quarantine/Mark Spam (Level 5)" and d.subject_tag == "[SPAM]"
+    assert (await decide(cfg, vs=verdicts(("A", 4.0)))).decisions[0].rule == "Quarantine/Mark Spam (Level 3)"
+
+
+async def test_inactive_file_rules_when_switched_on() -> None:
+    office = AttachmentInfo(part_index=1, filename="report.docx",
+                            declared_type="application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    song = AttachmentInfo(part_index=2, filename="song.mp3", declared_type="audio/mpeg")
+    cfg = activated("Quarantine Office Files", "Block Multimedia Files")
+    d = (await decide(cfg, vs=verdicts(attachments=[office]))).decisions[0]
+    assert d.fate is Fate.QUARANTINE and d.rule == "Quarantine Office Files"
+    # Multimedia is removed in both directions (the only default rule with direction "both").
+    for direction in (Direction.INBOUND, Direction.OUTBOUND):
+        d = (await decide(cfg, env=envelope(direction=direction), vs=verdicts(attachments=[song]))).decisions[0]
+        assert d.fate is Fate.ACCEPT and d.remove_attachments is not None
+        assert d.remove_attachments.part_indexes == [2]
+
+
+async def test_inactive_outbound_rules_when_switched_on() -> None:
+    cfg = activated("Block outgoing Spam", "Add Disclaimer")
+    out = envelope(direction=Direction.OUTBOUND)
+    action = await decide(cfg, env=out, vs=verdicts(("A", 4.0)))
+    assert action.decisions[0].fate is Fate.BLOCK and action.decisions[0].rule == "Block outgoing Spam"
+    assert sorted(t for n in action.notifications for t in n.to) == ["postmaster@example.com", "s@example.org"]
+    d = (await decide(cfg, env=out, vs=verdicts(("A", 1.0)))).decisions[0]
+    assert d.fate is Fate.ACCEPT and [x.text for x in d.disclaimers] == ["This e-mail was checked by the mail gateway."]
+    assert (await decide(cfg, vs=verdicts(("A", 1.0)))).decisions[0].disclaimers == []  # inbound: none

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mailgw_libs.config.model import NotificationTemplate
 from mailgw_libs.events import ArchiveMember, AttachmentInfo, Direction, Fate, HeaderChange
 from mailgw_rules.engine import RuleEngine
 from mailgw_rules.matching import DirectoryLookupFailed
@@ -172,7 +173,7 @@ async def test_non_final_actions_accumulate_and_macros_expand() -> None:
     # One notification and one BCC for the message, not one per recipient.
     assert len(action.notifications) == 1 and len(action.bcc) == 1
     note = action.notifications[0]
-    assert note.to == ["postmaster@localhost", "s@example.org", "a@example.com", "b@example.com", "audit@example.com"]
+    assert note.to == ["postmaster@example.com", "s@example.org", "a@example.com", "b@example.com", "audit@example.com"]
     assert note.subject == "Rule Tagger: Buy now X-Injected: yes"  # one line: no header injection
     assert note.text == "from s@example.org to a@example.com, b@example.com virus none"
     assert action.bcc[0].to == "archive@example.com" and action.bcc[0].original is False
@@ -268,6 +269,24 @@ async def test_sender_is_not_notified_for_the_null_sender() -> None:
     eng = engine("  - {name: N, priority: 50, actions: [Notify]}\n")
     action = await decide(eng, env=envelope(sender=""))
     assert "" not in action.notifications[0].to
+
+
+async def test_notification_templates_by_name_and_the_admin_address() -> None:
+    rules = """
+what: {Virus: {objects: [{type: virus}]}}
+actions: {Alert: {objects: [{type: notify, to: [admin], template: virus-alert, subject: unused, body: unused}]}}
+rules: [{name: Alert, priority: 50, what: [Virus], actions: [Alert]}]
+"""
+    templates = {"virus-alert": NotificationTemplate(subject="Virus __VIRUS_INFO__ from __SENDER__\r\nBcc: x@y",
+                                                     body="To __RECEIVERS__ (__ADMIN__)")}
+    eng = RuleEngine(config(rules), admin_address="sec@example.com", templates=templates)
+    note = (await decide(eng, vs=verdicts(viruses=["Eicar"]))).notifications[0]
+    assert note.to == ["sec@example.com"]
+    assert note.subject == "Virus Eicar from s@example.org Bcc: x@y"  # one line: no header injection via templates
+    assert note.text == "To a@example.com (sec@example.com)"
+    # A rule set naming a template nobody defined is refused when the engine is built (e.g. a fixed rule file).
+    with pytest.raises(ValueError, match=r"unknown notification template\(s\) \['virus-alert'\]"):
+        RuleEngine(config(rules))
 
 
 async def test_ten_thousand_recipients(tmp_path: object) -> None:

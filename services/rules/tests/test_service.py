@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from mailgw_devstack.testing import collect, produce, running
 from mailgw_libs import frames, topics
-from mailgw_libs.config.model import GatewayConfig
+from mailgw_libs.config.model import GatewayConfig, Scoring
 from mailgw_libs.config.rulesystem import RuleSystemConfig
 from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.events import Direction, Fate, MailAction, MailReceived, SymbolHit, Verdict
@@ -92,7 +92,9 @@ what: {Spammy: {objects: [{type: symbol, name: SPAMMY}]}}
 actions: {Block: {objects: [{type: block}]}}
 rules: [{name: No spammy, priority: 50, what: [Spammy], actions: [Block]}]
 """)
-        await ConfigStore(settings).publish(GatewayConfig(rules=rules), 0, "test", "block SPAMMY")
+        # A published version's scoring wins over the environment's: keep awaiting the same two scorers.
+        await ConfigStore(settings).publish(GatewayConfig(rules=rules, scoring=Scoring(scorers=["antispam", "antivirus"])),
+                                            0, "test", "block SPAMMY")
         follower = runtime.config_follower
         assert follower is not None
         for _ in range(200):  # hang guard, not a timing assertion

@@ -77,6 +77,20 @@ class Outbound(Section):
         return self
 
 
+class Delivery(Section):
+    """Settings of the delivery service that apply to every transport."""
+
+    # CA bundle (a PEM file on the delivery hosts) for transports with `tls: verify`; empty: the system store.
+    tls_ca_file: str = Field(default="", max_length=4096)
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if value and (not value.startswith("/") or not value.isprintable()):
+            raise ValueError(f"expected an absolute file path: {value!r}")
+        return value
+
+
 class Greylisting(Section):
     enabled: bool = True
     delay_s: float = Field(default=180.0, ge=0, le=86400)
@@ -383,6 +397,7 @@ class GatewayConfig(Section):
     # Per relay domain (or sub-domain) transport, overriding the default.
     transports: dict[DomainName, Transport] = Field(default_factory=dict, max_length=100_000)
     outbound: Outbound = Field(default_factory=Outbound)
+    delivery: Delivery = Field(default_factory=Delivery)
     ingress: IngressPolicy = Field(default_factory=IngressPolicy)
     scoring: Scoring = Field(default_factory=Scoring)
     rules: RuleSystemConfig = Field(default_factory=default_rule_system)
@@ -414,7 +429,24 @@ class GatewayConfig(Section):
             known = ", ".join(sorted(self.ldap_profiles)) or "none defined"
             raise ValueError(f"ingress.recipient_verification.ldap_profile: unknown LDAP profile {profile!r} "
                              f"(ldap_profiles: {known})")
+        unknown_profiles = sorted(self.rules.ldap_profiles_used() - set(self.ldap_profiles))
+        if unknown_profiles:
+            known = ", ".join(sorted(self.ldap_profiles)) or "none defined"
+            raise ValueError(f"rules.who: ldap_user/ldap_group objects name unknown LDAP profile(s) {unknown_profiles} "
+                             f"(ldap_profiles: {known})")
+        unknown_templates = sorted(self.rules.notification_templates_used() - set(self.notifications.templates))
+        if unknown_templates:
+            known = ", ".join(sorted(self.notifications.templates)) or "none defined"
+            raise ValueError(f"rules.actions: notify actions name unknown template(s) {unknown_templates} "
+                             f"(notifications.templates: {known})")
         return self
+
+
+def is_set(section: Section, field: str) -> bool:
+    """Whether the configuration itself gives `field` of `section` (a published version writes every field out;
+    the shipped defaults give none). A service whose environment has a setting for the same value uses the
+    environment's only while the configuration does not give it: the configuration wins once published."""
+    return field in section.model_fields_set
 
 
 def shipped_defaults() -> GatewayConfig:

@@ -301,6 +301,9 @@ class NotifyAction(_Item):
                   "Subject: __SUBJECT__\nSpam level: __SPAMLEVEL__\nViruses: __VIRUS_INFO__\n")
     html: Text = ""
     attach_original: bool = False
+    # A named template of the configuration's `notifications.templates`: its subject and body replace the two
+    # above, so one wording serves many rules (the whole configuration refuses a name that is not defined).
+    template: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class BccAction(_Item):
@@ -409,6 +412,11 @@ class RuleSystemConfig(_Item):
     def ldap_profiles_used(self) -> set[str]:
         """Directory profiles the who objects name (the whole configuration checks that they exist)."""
         return {o.profile for g in self.who.values() for o in g.objects if o.type in ("ldap_user", "ldap_group")}
+
+    def notification_templates_used(self) -> set[str]:
+        """Names of `notifications.templates` the notify actions use (the whole configuration checks them)."""
+        return {o.template for g in self.actions.values() for o in g.objects
+                if isinstance(o, NotifyAction) and o.template}
 
     @classmethod
     def from_yaml(cls, text: str) -> RuleSystemConfig:

@@ -1,7 +1,12 @@
 """Wiring: mail.received + mail.verdicts -> VerdictJoin (Redis) -> rule system -> mail.actions.
 
 The rule system comes from `ruleset_file` when set (a fixed file, for a local run), else from the
-gateway configuration (`mailgw.config`, shipped PMG defaults while it holds no version), applied live.
+gateway configuration (`mailgw.config`, shipped PMG defaults while it holds no version), applied live
+together with the LDAP profiles the rules name, the notification templates and the admin address.
+
+`scoring.scorers`, `scoring.deadline_s` and `scoring.failure_policy`: the configuration's values once a
+version is published (a version writes every field out); the environment's (`MAILGW_RULES_SCORERS`,
+`..._DEADLINE_S`, `..._ON_MISSING`) only while `mailgw.config` holds none.
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ import redis.asyncio as aioredis
 from faststream.kafka.annotations import KafkaMessage
 
 from mailgw_libs import bus, frames, topics
-from mailgw_libs.config.model import GatewayConfig
+from mailgw_libs.config.model import GatewayConfig, is_set
 from mailgw_libs.config.rulesystem import RuleSystemConfig
 from mailgw_libs.events import MailAction, MailReceived, Verdict
 from mailgw_libs.service import ServiceRuntime, setup
 from mailgw_libs.userlists import UserListStore
 
 from .decider import Decider
+from .directories import DirectoryManager
 from .engine import Clock, FailurePolicy, RuleEngine, utc_clock
 from .join import VerdictJoin
-from .matching import Directory
+from .matching import Directory, DirectoryLookupFailed
 from .settings import RulesSettings
 
 SERVICE = "rules"
@@ -54,12 +60,24 @@ def build(settings: RulesSettings, redis_prefix: str | None = None, directory: D
     decider = Decider(join, RuleEngine(rules, directory, userlists, clock), dict(settings.on_missing), publish_action,
                       settings.kafka_max_bytes)
 
+    directories = DirectoryManager(redis, settings.directory_prefix, settings.directory_cache_ttl_s)
+
     async def apply_config(config: GatewayConfig) -> None:
-        # A new engine (rules compiled) replaces the old one at once; decisions in flight finish with the old.
-        decider.engine = RuleEngine(config.rules, directory, userlists, clock,
-                                    admin_address=config.notifications.admin_address)
-        decider.failure_policy = failure_policy_of(config)
-        log.info("rule system applied", extra={"rules": len(decider.engine.rules)})
+        # Everything is prepared first, then swapped in without an await in between: a decision in flight
+        # finishes with the old engine, the next one sees all of the new configuration.
+        used = {name: config.ldap_profiles[name] for name in sorted(config.rules.ldap_profiles_used())}
+        lookups = directory if directory is not None else await directories.apply(used)
+        engine = RuleEngine(config.rules, lookups, userlists, clock, admin_address=config.notifications.admin_address,
+                            templates=config.notifications.templates)
+        scoring = config.scoring
+        scorers: list[str] = list(scoring.scorers) if is_set(scoring, "scorers") else list(settings.scorers)
+        deadline_s = scoring.deadline_s if is_set(scoring, "deadline_s") else settings.deadline_s
+        policy = failure_policy_of(config) if is_set(scoring, "failure_policy") else dict(settings.on_missing)
+        decider.engine, decider.failure_policy = engine, policy
+        # Messages already waiting keep the deadline they got; completeness is judged by the new scorer list.
+        join.scorers, join.deadline_s = scorers, deadline_s
+        log.info("rule system applied", extra={"rules": len(engine.rules), "scorers": scorers,
+                                               "deadline_s": deadline_s, "ldap_profiles": sorted(used)})
 
     if not settings.ruleset_file:
         runtime.on_config(apply_config)
@@ -93,7 +111,12 @@ def build(settings: RulesSettings, redis_prefix: str | None = None, directory: D
         while True:
             try:
                 for message_id in await join.due(time.time()):
-                    await decider.decide(message_id)
+                    try:
+                        await decider.decide(message_id)
+                    except DirectoryLookupFailed as exc:
+                        # This message waits for its directory; the others due behind it are decided meanwhile.
+                        log.warning("directory unavailable, decision postponed",
+                                    extra={"message_id": message_id, "error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - Redis or Kafka down: try again next round
                 log.warning("deadline sweep failed", extra={"error": repr(exc)})
             await asyncio.sleep(settings.sweep_interval_s)
@@ -108,6 +131,7 @@ def build(settings: RulesSettings, redis_prefix: str | None = None, directory: D
         await redis.aclose()
 
     runtime.on_start.append(start_sweeper)
+    runtime.on_stop.append(directories.stop)
     runtime.on_stop.append(close_redis)
     runtime.checks["redis"] = redis_ready
     return runtime

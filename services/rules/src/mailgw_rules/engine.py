@@ -18,12 +18,13 @@ message goes to quarantine (kind "unscanned"); with tempfail the decision also c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from mailgw_libs.config.model import Notifications, NotificationTemplate
 from mailgw_libs.config.rulesystem import (
     FINAL_ACTIONS,
     ActionObject,
@@ -59,7 +60,8 @@ BLOCKLIST_SCORE = 100.0
 SPAM_STATISTICS_LEVEL = 3.0
 DEFAULT_RULE = "default"
 YIELD_EVERY = 500  # recipients evaluated between two yields to the event loop
-DEFAULT_ADMIN_ADDRESS = "postmaster@localhost"  # until the configuration names one
+# The one administrator address is the configuration's `notifications.admin_address`; its default here too.
+DEFAULT_ADMIN_ADDRESS: str = Notifications.model_fields["admin_address"].default
 FailurePolicy = Literal["ignore", "quarantine", "tempfail"]
 UserListKind = Literal["welcome", "block"]
 Clock = Callable[[], datetime]
@@ -143,9 +145,15 @@ def compile_rules(config: RuleSystemConfig) -> list[CompiledRule]:
 class RuleEngine:
     def __init__(self, config: RuleSystemConfig, directory: Directory | None = None,
                  userlists: UserLists | None = None, clock: Clock = utc_clock,
-                 admin_address: str = DEFAULT_ADMIN_ADDRESS) -> None:
+                 admin_address: str = DEFAULT_ADMIN_ADDRESS,
+                 templates: Mapping[str, NotificationTemplate] | None = None) -> None:
         self.config = config
         self.admin_address = admin_address
+        self.templates = dict(templates or {})
+        missing = sorted(config.notification_templates_used() - set(self.templates))
+        if missing:
+            # The whole configuration refuses this already; a fixed rule-set file has no templates to name.
+            raise ValueError(f"notify actions name unknown notification template(s) {missing}")
         self.rules = compile_rules(config)
         self.directory = directory
         self.userlists = userlists
@@ -359,7 +367,9 @@ class RuleEngine:
             if not targets:
                 continue
             ctx = self._context(facts, fan.rule, fan.recipients[0], fan.recipients, fan.score, fan.filenames)
+            template = self.templates[action.template] if action.template else None
+            subject, body = (template.subject, template.body) if template else (action.subject, action.body)
             notifications.append(Notification(
-                to=targets, subject=expand(action.subject, ctx, one_line=True)[:900], text=expand(action.body, ctx),
+                to=targets, subject=expand(subject, ctx, one_line=True)[:900], text=expand(body, ctx),
                 html=expand(action.html, ctx), attach_original=action.attach_original, rule=fan.rule))
         return notifications, list(bccs.values())
