@@ -13,9 +13,16 @@ import httpx
 DEFAULT_API = os.environ.get("MAILGW_API", "http://127.0.0.1:8025")
 
 
+def _auth() -> httpx.BasicAuth | None:
+    """HTTP Basic credentials of an administrator (configuration `admins`) from the environment, if given."""
+    user, password = os.environ.get("MAILGW_API_USER", ""), os.environ.get("MAILGW_API_PASSWORD", "")
+    return httpx.BasicAuth(user, password) if user and password else None
+
+
 def _get(api: str, path: str, params: dict[str, str]) -> object:
     try:
-        response = httpx.get(api.rstrip("/") + path, params={k: v for k, v in params.items() if v}, timeout=10)
+        response = httpx.get(api.rstrip("/") + path, params={k: v for k, v in params.items() if v}, timeout=10,
+                             auth=_auth())
     except httpx.HTTPError as exc:
         raise SystemExit(f"mailgw: cannot reach the reporting API at {api}: {exc}") from exc
     if response.status_code >= 400:
@@ -28,7 +35,7 @@ def _call(api: str, method: str, path: str, params: dict[str, str] | None = None
     """A request to the reporting API that changes something (POST, DELETE); the JSON answer."""
     try:
         response = httpx.request(method, api.rstrip("/") + path, params={k: v for k, v in (params or {}).items() if v},
-                                 json=body, timeout=30)
+                                 json=body, timeout=30, auth=_auth())
     except httpx.HTTPError as exc:
         raise SystemExit(f"mailgw: cannot reach the reporting API at {api}: {exc}") from exc
     if response.status_code >= 400:

@@ -9,16 +9,18 @@ import redis.asyncio as aioredis
 from faststream.kafka.annotations import KafkaMessage
 
 from mailgw_libs import bus, frames, topics
+from mailgw_libs.config.model import GatewayConfig
 from mailgw_libs.events import MailAction, RetryEnvelope, utcnow
 from mailgw_libs.resolver import make_resolver
 from mailgw_libs.service import ServiceRuntime, setup
 
+from .configured import from_environment, plan_of
 from .dedupe import DeliveryLedger
 from .dsn import DsnBuilder
 from .fates import FateApplier
-from .relay import SmtpRelay, tls_policy_of
+from .relay import SmtpRelay
 from .retry import PartitionHold, RetrySchedule, hold_for
-from .routing import Dispatcher, Endpoint, MxResolver, Router
+from .routing import Dispatcher, Endpoint, MxResolver
 from .settings import DeliverySettings
 
 SERVICE = "delivery"
@@ -36,18 +38,16 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
 
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
     ledger = DeliveryLedger(client, settings.ledger_prefix, settings.ledger_ttl_s)
-    default = Endpoint(settings.relay_host, settings.relay_port,
-                       tls=settings.relay_tls or tls_policy_of(settings.relay_starttls, settings.relay_tls_verify))
-    router = Router(default, settings.transports, settings.smarthost, settings.outbound_tls, settings.tls_policies)
+    plan = from_environment(settings)
 
     def relay_for(endpoint: Endpoint) -> SmtpRelay:
         return SmtpRelay(endpoint.host, endpoint.port, settings.helo_name, settings.connect_timeout_s,
                          settings.command_timeout_s, reuse_s=settings.relay_reuse_s,
-                         reuse_messages=settings.relay_reuse_messages, tls=endpoint.tls, ca_file=settings.tls_ca_file,
+                         reuse_messages=settings.relay_reuse_messages, tls=endpoint.tls, ca_file=endpoint.ca_file,
                          tls_name=endpoint.tls_name, protocol=endpoint.protocol)
 
     resolver = MxResolver(make_resolver(settings.dns_nameservers, settings.dns_port, settings.dns_timeout))
-    relay = Dispatcher(router, resolver, relay_for, settings.mx_port, settings.mx_max_hosts)
+    relay = Dispatcher(plan.router, resolver, relay_for, settings.mx_port, settings.mx_max_hosts)
 
     async def publish(body: bytes, topic: str, key: str) -> None:
         await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
@@ -55,7 +55,18 @@ def build(settings: DeliverySettings) -> ServiceRuntime:
     dsn = DsnBuilder(settings.dsn_reporting_mta or settings.helo_name, delay_warning_h=settings.delay_warning_s / 3600,
                      lifetime_h=settings.queue_lifetime_s / 3600) if settings.dsn_enabled else None
     applier = FateApplier(relay, ledger, schedule, publish, dsn=dsn, delay_warning_s=settings.delay_warning_s,
-                          postmaster=settings.postmaster, helo_name=settings.helo_name)
+                          postmaster=plan.postmaster, helo_name=settings.helo_name)
+
+    async def apply_config(config: GatewayConfig) -> None:
+        # Built whole, then put in force at once; a delivery in progress keeps the router it started with.
+        new = plan_of(config, settings)
+        relay.use(new.router)
+        applier.postmaster = new.postmaster
+        log.info("routing in force", extra={"default": new.router.default.name,
+                                            "transports": len(new.router.transports),
+                                            "smarthost": new.router.smarthost is not None})
+
+    runtime.on_config(apply_config)
 
     async def handle_action(msg: KafkaMessage) -> None:
         action, raw = await asyncio.to_thread(frames.unpack, bytes(msg.body), MailAction, settings.kafka_max_bytes)

@@ -53,6 +53,7 @@ class Endpoint:
     protocol: Protocol = "smtp"
     tls: TlsPolicy = "may"
     tls_name: str = ""  # the name the certificate must carry, when `host` is an address
+    ca_file: str = ""  # CA bundle of the "verify" policy (empty: the system store); part of the relay's identity
 
     @property
     def name(self) -> str:
@@ -66,6 +67,7 @@ class Route:
     endpoint: Endpoint | None = None
     mx_domain: str = ""
     tls: TlsPolicy = "may"
+    ca_file: str = ""  # for the endpoints of the MX hosts
 
     @property
     def name(self) -> str:
@@ -76,18 +78,23 @@ def recipient_domain(recipient: str) -> str:
     return recipient.rpartition("@")[2].strip().rstrip(".").lower()
 
 
-def route_of(transport: Transport, tls: TlsPolicy | None = None) -> Route:
+def route_of(transport: Transport, tls: TlsPolicy | None = None, ca_file: str = "") -> Route:
     """A transport's route: its host, or the MX hosts of its host (`use_mx`); `tls` overrides its policy."""
     if transport.use_mx:
-        return Route(mx_domain=transport.host.lower().rstrip("."), tls=tls or transport.tls)
-    return Route(Endpoint(transport.host, transport.port, transport.protocol, tls or transport.tls))
+        return Route(mx_domain=transport.host.lower().rstrip("."), tls=tls or transport.tls, ca_file=ca_file)
+    return Route(Endpoint(transport.host, transport.port, transport.protocol, tls or transport.tls,
+                          ca_file=ca_file))
 
 
 class Router:
-    def __init__(self, default: Endpoint, transports: Mapping[str, Transport] | None = None,
+    """The routing table in force. Immutable once built: a new configuration builds a new Router, and a
+    delivery keeps the one it started with."""
+
+    def __init__(self, default: Endpoint | Route, transports: Mapping[str, Transport] | None = None,
                  smarthost: Transport | None = None, outbound_tls: TlsPolicy = "may",
-                 tls_policies: Mapping[str, TlsPolicy] | None = None) -> None:
-        self.default = default
+                 tls_policies: Mapping[str, TlsPolicy] | None = None, ca_file: str = "") -> None:
+        self.default = default if isinstance(default, Route) else Route(default)
+        self.ca_file = ca_file
         self.transports = {k.strip().lower().rstrip("."): v for k, v in (transports or {}).items()}
         self.smarthost = smarthost
         self.outbound_tls = outbound_tls
@@ -109,13 +116,13 @@ class Router:
         domain = recipient_domain(recipient)
         transport = self._lookup(self.transports, domain)
         if transport is not None:
-            return route_of(transport)
+            return route_of(transport, ca_file=self.ca_file)
         if direction != Direction.OUTBOUND:
-            return Route(self.default)
+            return self.default
         tls = self._lookup(self.tls_policies, domain)
         if self.smarthost is not None:
-            return route_of(self.smarthost, tls)
-        return Route(mx_domain=domain, tls=tls or self.outbound_tls)
+            return route_of(self.smarthost, tls, self.ca_file)
+        return Route(mx_domain=domain, tls=tls or self.outbound_tls, ca_file=self.ca_file)
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,11 @@ RelayFactory = Callable[[Endpoint], SmtpRelay]
 
 
 class Dispatcher:
-    """Delivers transactions to every destination of their recipients (the Relay of the FateApplier)."""
+    """Delivers transactions to every destination of their recipients (the Relay of the FateApplier).
+
+    `use(router)` puts a new routing table in force at once (a configuration change); a `deliver` call in
+    progress finishes with the table it started with. Relays are kept per endpoint, and an endpoint carries
+    its whole TLS policy, so a changed policy gets a relay (and sessions) of its own."""
 
     def __init__(self, router: Router, resolver: MxResolver, relay_for: RelayFactory, mx_port: int = 25,
                  max_hosts: int = 5) -> None:
@@ -198,6 +209,9 @@ class Dispatcher:
     @property
     def name(self) -> str:
         return self.router.default.name
+
+    def use(self, router: Router) -> None:
+        self.router = router
 
     async def _relay(self, endpoint: Endpoint) -> SmtpRelay:
         relay = self._relays.get(endpoint)
@@ -213,11 +227,12 @@ class Dispatcher:
             await relay.close()
 
     async def deliver(self, transactions: Sequence[Transaction]) -> list[list[RecipientOutcome]]:
+        router = self.router  # the snapshot this delivery keeps
         by_route: dict[Route, list[tuple[int, Transaction]]] = {}
         for index, tx in enumerate(transactions):
             split: dict[Route, list[str]] = {}
             for recipient in tx.recipients:
-                split.setdefault(self.router.route(recipient, tx.direction), []).append(recipient)
+                split.setdefault(router.route(recipient, tx.direction), []).append(recipient)
             for route, recipients in split.items():
                 by_route.setdefault(route, []).append((index, replace(tx, recipients=tuple(recipients))))
         results: list[list[RecipientOutcome]] = [[] for _ in transactions]
@@ -260,7 +275,7 @@ class Dispatcher:
                 if tries >= self.max_hosts or not any(tx.recipients for tx in pending):
                     break
                 tries += 1
-                endpoint = Endpoint(address, self.mx_port, "smtp", route.tls, tls_name=host)
+                endpoint = Endpoint(address, self.mx_port, "smtp", route.tls, tls_name=host, ca_file=route.ca_file)
                 outcomes = await (await self._relay(endpoint)).deliver([tx for tx in pending if tx.recipients])
                 sent = iter(outcomes)
                 next_pending: list[Transaction] = []

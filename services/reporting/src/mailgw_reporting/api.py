@@ -363,8 +363,9 @@ def routes(store: ReportStore, publish: Publish | None = None, userlists: UserLi
     async def send_reports(request: Request) -> Response:
         """Send the spam reports now, whatever the schedule (the next scheduled run counts from this one)."""
         params_of(request, ())
-        if reporter is None:
-            raise Unavailable("spam reports are off (no MAILGW_REPORTING_REPORT_SECRET)")
+        if reporter is None or reporter.signer is None:
+            raise Unavailable("spam reports are off (no link secret: MAILGW_REPORTING_REPORT_SECRET or the "
+                              "configuration's quarantine.spam_report.link_secret_env)")
         sent = await reporter.run_once()
         return JSONResponse({"reports": len(sent), "recipients": sent})
 

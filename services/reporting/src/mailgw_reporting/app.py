@@ -6,21 +6,21 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from faststream.kafka.annotations import KafkaMessage
 
 from mailgw_libs import bus
-from mailgw_libs.events import Direction
+from mailgw_libs.config.model import GatewayConfig
 from mailgw_libs.failfast import make_redis
 from mailgw_libs.service import ServiceRuntime, setup
 from mailgw_libs.userlists import UserListStore
 
 from . import api, ingest, linkpages
-from .digest import ReportOptions, SpamReporter
+from .auth import Authenticator
+from .configured import from_environment, plan_of
+from .digest import SpamReporter
 from .expiry import run_expiry
-from .links import LinkSigner
 from .operations import QuarantineOps
 from .settings import ReportingSettings
 from .store import Clock, ReportStore, system_clock
@@ -47,19 +47,6 @@ def record_meta(record: Any) -> ingest.RecordMeta:
     )
 
 
-def link_signer(settings: ReportingSettings, clock: Clock) -> LinkSigner | None:
-    secret = settings.report_secret.get_secret_value()
-    if not secret:
-        return None
-    return LinkSigner(secret, timedelta(hours=settings.report_link_ttl_h), clock)
-
-
-def report_options(settings: ReportingSettings) -> ReportOptions:
-    return ReportOptions(interval=timedelta(hours=settings.report_interval_h), base_url=settings.report_base_url,
-                         sender=settings.report_from, kinds=tuple(settings.report_kinds),
-                         max_items=settings.report_max_items, direction=Direction(settings.report_direction))
-
-
 @dataclass(frozen=True)
 class Reporting:
     """The service's runtime and the parts a test (or an operator's tool) may drive directly."""
@@ -67,7 +54,7 @@ class Reporting:
     runtime: ServiceRuntime
     store: ReportStore
     ops: QuarantineOps
-    reporter: SpamReporter | None
+    reporter: SpamReporter
 
 
 def build(settings: ReportingSettings, store: ReportStore | None = None) -> ServiceRuntime:
@@ -82,11 +69,11 @@ def assemble(settings: ReportingSettings, store: ReportStore | None = None, cloc
     broker = bus.make_broker(settings, SERVICE, provider)
     guard = bus.DeadLetterGuard(broker, SERVICE, settings.publish_timeout_s)
     runtime = ServiceRuntime(SERVICE, settings, broker)
-    store = store or ReportStore(settings.clickhouse_url, settings.database, lifetimes=settings.lifetimes,
+    plan = from_environment(settings, clock)
+    store = store or ReportStore(settings.clickhouse_url, settings.database, lifetimes=plan.lifetimes,
                                  clock=clock)
     redis = make_redis(settings.redis_url, timeout_s=5.0)
     userlists = UserListStore(redis, settings.userlists_prefix)
-    signer = link_signer(settings, clock)
 
     async def handle_batch(msg: KafkaMessage) -> None:
         """Rows of every record of the batch, one insert per table.
@@ -140,7 +127,19 @@ def assemble(settings: ReportingSettings, store: ReportStore | None = None, cloc
         await bus.publish(broker, body, topic, key, settings.publish_timeout_s)
 
     ops = QuarantineOps(store, publish, userlists, clock)
-    reporter = SpamReporter(store, publish, signer, report_options(settings), clock) if signer else None
+    reporter = SpamReporter(store, publish, plan.signer, plan.options, clock)
+    authenticator = Authenticator()
+
+    async def apply_config(config: GatewayConfig) -> None:
+        # Built whole, then put in force at once; a report run in progress keeps what it started with.
+        new = plan_of(config, settings, clock)
+        reporter.configure(new.signer, new.options)
+        authenticator.use(Authenticator.accounts_of(config.admins))
+        await store.use_lifetimes(new.lifetimes)
+        log.info("quarantine settings in force", extra={"lifetimes": dict(new.lifetimes.per_kind),
+                                                        "reports": new.signer is not None and new.options.enabled})
+
+    runtime.on_config(apply_config)
 
     async def start_schedules() -> None:
         if not background:
@@ -150,15 +149,15 @@ def assemble(settings: ReportingSettings, store: ReportStore | None = None, cloc
             await run_expiry(store, settings.expiry_interval_s)
 
         runtime.spawn(expiry(), "quarantine-expiry")
-        if reporter is not None:
-            runtime.spawn(reporter.run_forever(settings.report_check_s), "spam-report")
-        else:
-            log.warning("no MAILGW_REPORTING_REPORT_SECRET: spam reports are off and report links refused")
+        # Runs while a signer is configured (the configuration may add or remove the secret live).
+        runtime.spawn(reporter.run_forever(settings.report_check_s), "spam-report")
+        if reporter.signer is None:
+            log.warning("no link secret: spam reports are off and report links refused")
 
     runtime.on_start.append(open_store)
     runtime.on_start.append(start_schedules)
     runtime.on_stop.append(close_store)
     runtime.checks["clickhouse"] = store.ping
-    runtime.routes.extend(api.routes(store, publish, userlists, ops, reporter))
-    runtime.routes.extend(linkpages.routes(signer, ops))
+    runtime.routes.extend(authenticator.protect_routes(api.routes(store, publish, userlists, ops, reporter)))
+    runtime.routes.extend(linkpages.routes(lambda: reporter.signer, ops))
     return Reporting(runtime, store, ops, reporter)

@@ -21,10 +21,11 @@ import contextlib
 import html
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 
@@ -51,11 +52,36 @@ REPORTS = Counter("mailgw_reporting_spam_reports_total", "Spam reports published
 @dataclass(frozen=True)
 class ReportOptions:
     interval: timedelta = timedelta(hours=24)
+    # Base URL of this API as the report's readers reach it: links are <base_url>/quarantine/link/...
     base_url: str = "http://127.0.0.1:8025"
     sender: str = "Mail gateway <postmaster@localhost>"
     kinds: tuple[str, ...] = ("spam",)
     max_items: int = 200
     direction: Direction = Direction.INBOUND
+    # The configuration's `link_base_url`: where the quarantine pages are (links are <link_prefix>/link/...);
+    # when set, it replaces base_url + "/quarantine".
+    link_prefix: str = ""
+    # Scheduled runs at all (a report on demand through the API is sent either way).
+    enabled: bool = True
+    # Runs at this local time of `timezone` and every `interval` from it (the configuration's
+    # `at`/`timezone`/`timespan_h`); None: every `interval` after the last run.
+    at: time | None = None
+    timezone: str = "UTC"
+
+    def link_url(self, purpose: Purpose, token: str) -> str:
+        if self.link_prefix:
+            return f"{self.link_prefix.rstrip('/')}/link/{purpose}/{token}"
+        return link_url(self.base_url, purpose, token)
+
+    def latest_slot(self, now: datetime) -> datetime | None:
+        """The latest scheduled run time at or before `now` (None without `at`): today's `at` in the time
+        zone, and every `interval` before and after it."""
+        if self.at is None:
+            return None
+        zone = ZoneInfo(self.timezone)
+        # Computed in UTC: the difference of two local times of one zone ignores a DST change between them.
+        anchor = datetime.combine(now.astimezone(zone).date(), self.at, tzinfo=zone).astimezone(UTC)
+        return anchor + ((now - anchor) // self.interval) * self.interval
 
 
 def link_url(base_url: str, purpose: Purpose, token: str) -> str:
@@ -72,7 +98,7 @@ def compose(recipient: str, items: list[dict[str, Any]], signer: LinkSigner, opt
             now: datetime, report_id: str) -> bytes:
     """The report mail to `recipient` for `items` (newest first), multipart/alternative text + HTML."""
     total = items[0]["total"] if items else 0
-    links = [{purpose: link_url(options.base_url, purpose, signer.token(purpose, item["id"], recipient))
+    links = [{purpose: options.link_url(purpose, signer.token(purpose, item["id"], recipient))
               for purpose in ("release", "delete", "welcomelist")} for item in items]
     expires = now + signer.ttl
     lines = [f"Quarantine report for {recipient}", "",
@@ -122,31 +148,58 @@ def report_action(report_id: str, recipient: str, subject: str, now: datetime, d
     )
 
 
+class ReportsOff(RuntimeError):
+    """No link secret is configured: no report can be sent (its links could not be signed)."""
+
+
 class SpamReporter:
-    def __init__(self, store: ReportStore, publish: Publish, signer: LinkSigner, options: ReportOptions,
+    """Sends the spam reports. `configure` replaces the signer and options at once (a configuration change);
+    a run in progress finishes with the ones it started with. Without a signer no report is sent."""
+
+    def __init__(self, store: ReportStore, publish: Publish, signer: LinkSigner | None, options: ReportOptions,
                  clock: Clock = system_clock) -> None:
         self.store = store
         self.publish = publish
-        self.signer = signer
-        self.options = options
         self.clock = clock
+        self._setup = (signer, options)
+
+    @property
+    def signer(self) -> LinkSigner | None:
+        return self._setup[0]
+
+    @property
+    def options(self) -> ReportOptions:
+        return self._setup[1]
+
+    def configure(self, signer: LinkSigner | None, options: ReportOptions) -> None:
+        self._setup = (signer, options)
 
     async def due(self) -> bool:
+        signer, options = self._setup
+        if signer is None or not options.enabled:
+            return False
         last = await self.store.last_report_run()
-        return last is None or self.clock() - last >= self.options.interval
+        if last is None:
+            return True
+        now = self.clock()
+        slot = options.latest_slot(now)
+        return last < slot if slot is not None else now - last >= options.interval
 
     async def run_once(self) -> dict[str, int]:
         """One run: a report to every recipient with something new; recipient -> number of messages."""
+        signer, options = self._setup
+        if signer is None:
+            raise ReportsOff("spam reports are off: no link secret is configured")
         now = self.clock()
-        candidates = await self.store.report_candidates(self.options.kinds, now, self.options.max_items)
+        candidates = await self.store.report_candidates(options.kinds, now, options.max_items)
         sent: dict[str, int] = {}
         published: list[tuple[str, list[str], str]] = []
         try:
             for recipient, items in sorted(candidates.items()):
                 report_id = new_message_id()
-                raw = await asyncio.to_thread(compose, recipient, items, self.signer, self.options, now, report_id)
+                raw = await asyncio.to_thread(compose, recipient, items, signer, options, now, report_id)
                 subject = f"Quarantine report: {items[0]['total']} new message(s)"
-                action = report_action(report_id, recipient, subject, now, self.options.direction)
+                action = report_action(report_id, recipient, subject, now, options.direction)
                 frame = await asyncio.to_thread(frames.pack, action, raw)
                 await self.publish(frame, topics.MAIL_ACTIONS, report_id)
                 REPORTS.inc()

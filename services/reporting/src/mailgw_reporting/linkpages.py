@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -46,11 +47,14 @@ def paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
-def routes(signer: LinkSigner | None, ops: QuarantineOps) -> list[BaseRoute]:
-    """The link endpoints; without a signer (no secret configured) every link is refused."""
+def routes(signer: LinkSigner | Callable[[], LinkSigner | None] | None, ops: QuarantineOps) -> list[BaseRoute]:
+    """The link endpoints; without a signer (no secret configured) every link is refused. `signer` may be a
+    function giving the signer in force (it follows the configuration)."""
+    current: Callable[[], LinkSigner | None] = signer if callable(signer) else (lambda: signer)
 
     def check(request: Request) -> Link | Response:
         purpose, token = request.path_params["purpose"], request.path_params["token"]
+        signer = current()
         if signer is None:
             return page(403, "Link not accepted", paragraph("Quarantine links are not enabled on this gateway."))
         try:

@@ -228,6 +228,21 @@ class ReportStore:
             raise StoreUnavailable("the report store is closed") from exc
         return await future
 
+    async def use_lifetimes(self, lifetimes: Lifetimes) -> None:
+        """Put new quarantine lifetimes in force (a configuration change): the queries and the expiry use them
+        from now on (the expiry is computed from the row, so they apply to what is already in quarantine), and
+        the table's TTL is changed now, or when the store is next reachable."""
+        if lifetimes == self.lifetimes:
+            return
+        self.lifetimes = lifetimes
+        self.quarantine_days = lifetimes.default_days
+        self.tables = all_tables(lifetimes)
+        self._schema_ready = False  # the schema step of the next call changes the TTL
+        try:
+            await self.run("lifetimes", lambda client: self._create_schema(client))
+        except StoreUnavailable as exc:
+            log.warning("quarantine TTL not changed yet: store unavailable", extra={"error": str(exc)})
+
     async def open(self) -> None:
         """Connect and create the schema now (otherwise done by the first call)."""
         await self.run("open", lambda _client: None)
