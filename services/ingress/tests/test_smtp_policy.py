@@ -107,7 +107,8 @@ async def reply(reader: asyncio.StreamReader) -> str:
 
 async def closed(reader: asyncio.StreamReader) -> bool:
     try:
-        return await asyncio.wait_for(reader.read(), 5) == b""
+        rest = await asyncio.wait_for(reader.read(), 5)  # to end of stream
+        return rest == b"" or rest.startswith(b"421 ")  # a timeout says why before closing
     except ConnectionError:
         return True
 

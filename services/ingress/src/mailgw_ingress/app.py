@@ -9,16 +9,24 @@ import logging
 import redis.asyncio as aioredis
 
 from mailgw_libs import bus, frames, topics
+from mailgw_libs.directory import Directory, DirectoryProfile
+from mailgw_libs.dnslists import DnsList, DnsListChecker
 from mailgw_libs.events import MailReceived, SmtpEvent
 from mailgw_libs.failfast import Breaker, make_redis
+from mailgw_libs.resolver import make_resolver
 from mailgw_libs.service import ServiceRuntime, setup
 
 from .access import AccessList
+from .beforequeue import ActionWaiter
+from .dnsbl import ConnectionDnsbl
 from .greylist import GreylistPolicy
+from .hostchecks import HostChecks
 from .ratelimit import RateLimiter
+from .recipients import CalloutRecipients, DirectoryRecipients, RecipientSource, RecipientVerifier, StaticRecipients
 from .relay import RelayPolicy
 from .settings import IngressSettings
 from .smtp import IngressHandler, make_tls_context, start_smtp_server
+from .spfcheck import SpfChecker
 
 SERVICE = "ingress"
 log = logging.getLogger("mailgw.ingress")
@@ -41,6 +49,7 @@ class SmtpEventPublisher:
     async def run(self) -> None:
         assert self.runtime.broker is not None
         while True:
+            _stop_if_cancelled()
             event = await self.queue.get()
             while True:
                 try:
@@ -48,8 +57,17 @@ class SmtpEventPublisher:
                                       event.client_ip, self.timeout_s)
                     break
                 except Exception as exc:  # noqa: BLE001 - keep the event and retry while the bus is down
+                    _stop_if_cancelled()
                     log.warning("smtp event not published yet", extra={"error": repr(exc)})
                     await asyncio.sleep(1.0)
+
+
+def _stop_if_cancelled() -> None:
+    """Raise when this task was cancelled (shutdown) but the cancellation got lost on the way: on Python 3.11 a
+    `wait_for` inside the producer may swallow it, or turn it into an error, and the loop must still end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def build(settings: IngressSettings) -> ServiceRuntime:
@@ -75,6 +93,39 @@ def build(settings: IngressSettings) -> ServiceRuntime:
     rates = None
     if redis is not None and (settings.messages_per_minute_per_ip > 0 or settings.messages_per_minute_per_sender > 0):
         rates = RateLimiter(redis, settings.redis_prefix, breaker=breaker)
+    resolver = make_resolver(settings.dns_nameservers, settings.dns_port, settings.dns_timeout) \
+        if settings.uses_dns else None
+    dnsbl = None
+    if settings.dnsbl_lists and resolver is not None:
+        lists = [DnsList(d.zone, d.weight, "ip", frozenset(d.answers) or None) for d in settings.dnsbl_lists]
+        checker = DnsListChecker(resolver, redis, settings.dnsbl_cache_ttl_s, settings.dnsbl_timeout_s,
+                                 prefix=settings.redis_prefix + "dnsl:", breaker=breaker)
+        dnsbl = ConnectionDnsbl(checker, lists, settings.dnsbl_threshold, settings.dnsbl_on_dns_failure)
+    hostchecks = None
+    if resolver is not None:
+        hostchecks = HostChecks(resolver, own_names=[settings.hostname], own_ips=[settings.smtp_host],
+                                helo_checks=settings.helo_checks, helo_require_fqdn=settings.helo_require_fqdn,
+                                reject_unknown_sender_domain=settings.reject_unknown_sender_domain,
+                                rdns=settings.client_rdns_check)
+    spf = SpfChecker(settings.dns_nameservers, settings.dns_port, settings.dns_timeout, settings.hostname) \
+        if settings.spf else None
+    directories = [Directory(DirectoryProfile(
+        name=d.name, uri=d.uri, base_dn=d.base_dn, bind_dn=d.bind_dn, password=d.password, user_filter=d.user_filter,
+        mail_attributes=tuple(d.mail_attributes), group_base_dn=d.group_base_dn, group_filter=d.group_filter,
+        member_attribute=d.member_attribute, timeout_s=d.timeout_s), redis, prefix=settings.redis_prefix + "dir:",
+        cache_ttl_s=settings.ldap_cache_ttl_s) for d in settings.ldap_directories if redis is not None]
+    sources: list[RecipientSource] = []
+    if settings.valid_recipients:
+        sources.append(StaticRecipients(settings.valid_recipients))
+    if directories:
+        sources.append(DirectoryRecipients(directories, settings.ldap_domains))
+    if settings.recipient_callout:
+        sources.append(CalloutRecipients(
+            settings.callout_hosts, settings.callout_default_host, settings.hostname, redis,
+            prefix=settings.redis_prefix, positive_ttl_s=settings.callout_positive_ttl_s,
+            negative_ttl_s=settings.callout_negative_ttl_s, timeout_s=settings.callout_timeout_s))
+    actions = ActionWaiter(settings.kafka_bootstrap, settings.kafka_fetch_max_wait_ms) \
+        if settings.before_queue else None
     handler = IngressHandler(
         policy=RelayPolicy(settings.relay_domains, settings.trusted_networks),
         publish=publish_received,
@@ -90,6 +141,11 @@ def build(settings: IngressSettings) -> ServiceRuntime:
         messages_per_minute_per_ip=settings.messages_per_minute_per_ip,
         messages_per_minute_per_sender=settings.messages_per_minute_per_sender,
         tls_required_sender_domains=settings.tls_required_sender_domains,
+        dnsbl=dnsbl, hostchecks=hostchecks, spf=spf, spf_reject_fail=settings.spf_reject_fail,
+        greylist_spf_pass_bypass=settings.greylist_spf_pass_bypass,
+        recipients=RecipientVerifier(sources) if sources else None,
+        actions=actions, before_queue_deadline_s=settings.before_queue_deadline_s,
+        reject_pipelined_greeting=settings.reject_pipelined_greeting,
     )
     server: asyncio.AbstractServer | None = None
 
@@ -103,6 +159,10 @@ def build(settings: IngressSettings) -> ServiceRuntime:
                                          data_timeout_s=settings.data_timeout_s, max_errors=settings.max_errors,
                                          pregreet_delay_s=settings.pregreet_delay_s, tls_context=tls_context)
         runtime.spawn(events.run(), "smtp-events")
+        for directory in directories:
+            runtime.spawn(directory.run_sync_loop(settings.ldap_sync_interval_s), f"ldap-sync-{directory.profile.name}")
+        if actions is not None:
+            runtime.spawn(actions.run(), "before-queue-actions")
         log.info("smtp listening", extra={"host": settings.smtp_host, "port": settings.smtp_port,
                                           "starttls": tls_context is not None, "greylisting": greylist is not None})
 
@@ -111,6 +171,9 @@ def build(settings: IngressSettings) -> ServiceRuntime:
             server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
+        if actions is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(actions.stop(), 5)
         if redis is not None:
             with contextlib.suppress(Exception):
                 await redis.aclose()
@@ -121,6 +184,14 @@ def build(settings: IngressSettings) -> ServiceRuntime:
     runtime.on_boot.append(start_smtp)
     runtime.on_stop.append(stop_smtp)
     runtime.checks["smtp"] = smtp_listening
+    if actions is not None:
+        waiter = actions
+
+        async def before_queue_state() -> tuple[bool, str]:
+            # Not ready yet only means messages are accepted after-queue until it is: ingress stays ready.
+            return True, "reading mail.actions" if waiter.ready.is_set() else "degraded: mail.actions not read yet"
+
+        runtime.checks["before_queue"] = before_queue_state
     if redis is not None:
         store = redis
 

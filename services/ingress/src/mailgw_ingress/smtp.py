@@ -24,15 +24,21 @@ from mailgw_libs import mime
 from mailgw_libs.events import MailReceived, SmtpEvent, TlsInfo, new_message_id, utcnow
 
 from .access import AccessList
+from .beforequeue import ActionWaiter, all_blocked
+from .dnsbl import ConnectionDnsbl, DnsblDecision
 from .greylist import GREYLISTED_REPLY, GreylistPolicy
+from .hostchecks import DnsTrouble, HostChecks, Refusal
 from .ratelimit import RateLimiter
+from .recipients import Known, RecipientVerifier
 from .relay import RelayPolicy, normalise_domain
+from .spfcheck import SpfChecker, SpfOutcome
 
 log = logging.getLogger("mailgw.ingress.smtp")
 
 SMTP_REPLIES = Counter("mailgw_ingress_smtp_replies_total", "SMTP replies by command and code", ["command", "code"])
 QUEUE_LATENCY = Histogram("mailgw_ingress_queue_seconds", "Time from end of DATA to the broker's acknowledgement")
 REFUSALS = Counter("mailgw_ingress_refusals_total", "SMTP refusals by check", ["check"])
+BEFORE_QUEUE = Counter("mailgw_ingress_before_queue_total", "Before-queue outcomes", ["outcome"])
 OPEN_CONNECTIONS = Gauge("mailgw_ingress_smtp_connections", "Open SMTP connections")
 
 # aiosmtpd's own answers, rewritten with RFC 3463 enhanced status codes.
@@ -73,6 +79,10 @@ class GatewaySMTP(SMTP):
         self.pregreet_delay_s = pregreet_delay_s
         self.errors = 0
         self.client_ip = ""
+        # Results of the connection-time lookups and of the current transaction's SPF check.
+        self.dnsbl: DnsblDecision | None = None
+        self.rdns: tuple[str, bool] | None = None  # (PTR name, forward-confirmed); None: lookup failed
+        self.spf: SpfOutcome | None = None
         self._counted = False
         self._closing = False
 
@@ -93,12 +103,24 @@ class GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         refusal = self.gateway.connect_refusal(self)
+        lookups: asyncio.Task[str | None] | None = None
+        if refusal is None and self.gateway.has_connection_lookups:
+            # DNS lists and reverse DNS run while the pregreet test waits (postscreen does the same).
+            lookups = asyncio.ensure_future(self.gateway.connection_lookups(self))
         if refusal is None and self.pregreet_delay_s > 0:
             # postscreen-style pregreet test: a well-behaved client waits for the banner.
             await asyncio.sleep(self.pregreet_delay_s)
             if self._reader._buffer or self._reader.at_eof():  # type: ignore[attr-defined]
                 refusal = self.gateway.refuse_connection(self, 554, "client sent data before the greeting",
                                                          "early_talker", "554 5.5.1 Protocol error: talked too early")
+        if lookups is not None:
+            if refusal is None:
+                try:
+                    refusal = await lookups
+                except Exception:  # a broken lookup must not drop the client: the checks fail open
+                    log.exception("connection lookups failed", extra={"client_ip": self.client_ip})
+            else:
+                lookups.cancel()
         if refusal is not None:
             await self._close_with(refusal)
             return
@@ -110,6 +132,38 @@ class GatewaySMTP(SMTP):
             await self.push(reply)
         if self.transport is not None:
             self.transport.close()
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if await self._talked_over_greeting("HELO"):
+            return
+        await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if await self._talked_over_greeting("EHLO"):
+            return
+        await super().smtp_EHLO(hostname)
+
+    async def _talked_over_greeting(self, command: str) -> bool:
+        """RFC 2920: a client waits for the HELO/EHLO reply; one that sends more commands first is a bot."""
+        if not self.gateway.reject_pipelined_greeting or not self._reader._buffer:  # type: ignore[attr-defined]
+            return False
+        reply = self.gateway.refuse_connection(self, 554, f"commands pipelined before the {command} reply",
+                                               "pipelining", "554 5.5.1 Protocol error: pipelining not allowed here")
+        await self._close_with(reply)
+        return True
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        # CHUNKING is not offered: say so clearly instead of aiosmtpd's generic "not recognized".
+        await self.push("502 5.5.1 Error: BDAT not implemented (CHUNKING is not offered)")
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd closes silently; say why (Postfix: "421 4.4.2 Error: timeout exceeded") and record it.
+        if self.transport is not None and not self._closing and self.session is not None:
+            self._closing = True
+            self.gateway.refuse_connection(self, 421, "timeout exceeded", "timeout", "")
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self.transport.write(b"421 4.4.2 Error: timeout exceeded\r\n")  # type: ignore[attr-defined]
+        super()._timeout_cb()
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's timeout covers one whole command: give DATA (transfer included) its own.
@@ -146,7 +200,11 @@ class IngressHandler:
                  blocklist: AccessList | None = None, greylist: GreylistPolicy | None = None,
                  rates: RateLimiter | None = None, max_connections_per_ip: int = 0,
                  messages_per_minute_per_ip: int = 0, messages_per_minute_per_sender: int = 0,
-                 tls_required_sender_domains: list[str] | None = None) -> None:
+                 tls_required_sender_domains: list[str] | None = None, dnsbl: ConnectionDnsbl | None = None,
+                 hostchecks: HostChecks | None = None, spf: SpfChecker | None = None, spf_reject_fail: bool = True,
+                 greylist_spf_pass_bypass: bool = False, recipients: RecipientVerifier | None = None,
+                 actions: ActionWaiter | None = None, before_queue_deadline_s: float = 30.0,
+                 reject_pipelined_greeting: bool = True) -> None:
         # Relay control comes first at RCPT and nothing below can override it.
         self.policy = policy
         self.publish = publish
@@ -163,13 +221,27 @@ class IngressHandler:
         self.messages_per_minute_per_sender = messages_per_minute_per_sender
         self.tls_required_sender_domains = frozenset(normalise_domain(d) for d in tls_required_sender_domains or [])
         self.connections: dict[str, int] = {}
+        self.dnsbl = dnsbl
+        self.hostchecks = hostchecks
+        self.spf = spf
+        self.spf_reject_fail = spf_reject_fail
+        self.greylist_spf_pass_bypass = greylist_spf_pass_bypass
+        self.recipients = recipients
+        self.actions = actions
+        self.before_queue_deadline_s = before_queue_deadline_s
+        self.reject_pipelined_greeting = reject_pipelined_greeting
+
+    @property
+    def has_connection_lookups(self) -> bool:
+        return self.dnsbl is not None or self.hostchecks is not None
 
     def _refuse(self, session: Session, envelope: Envelope, code: int, reason: str, check: str,
-                rcpt: str = "") -> None:
+                rcpt: str = "", sender: str | None = None) -> None:
         REFUSALS.labels(check).inc()
         self.on_event(SmtpEvent(
             at=utcnow(), client_ip=_peer_ip(session), helo=session.host_name or "",
-            mail_from=envelope.mail_from or "", rcpt=rcpt, reason=reason, check=check, code=code,
+            mail_from=sender if sender is not None else envelope.mail_from or "", rcpt=rcpt, reason=reason,
+            check=check, code=code,
         ))
 
     # --- connection stage -------------------------------------------------------------------------
@@ -208,6 +280,59 @@ class IngressHandler:
                                           "421 4.7.0 Too many connections from your IP, try again later")
         return None
 
+    async def connection_lookups(self, server: GatewaySMTP) -> str | None:
+        """DNS lists and reverse DNS of a new client; the reply that refuses it, or None."""
+        ip = server.client_ip
+        exempt = self.exempt(ip)
+
+        async def reverse() -> None:
+            if self.hostchecks is None:
+                return
+            try:
+                server.rdns = await self.hostchecks.reverse_name(ip)
+            except DnsTrouble:
+                server.rdns = None
+
+        async def lists() -> None:
+            if self.dnsbl is not None and not exempt:
+                server.dnsbl = await self.dnsbl.decide(ip)
+
+        await asyncio.gather(reverse(), lists())
+        decision = server.dnsbl
+        if decision is not None and decision.refused:
+            return self.refuse_connection(server, int(decision.reply[:3]), decision.reason, "dnsbl", decision.reply)
+        return None
+
+    async def sender_refusal(self, server: SMTP, session: Session, sender: str) -> Refusal | None:
+        """HELO, reverse DNS, sender domain and SPF checks of a transaction (untrusted clients only)."""
+        gateway = server if isinstance(server, GatewaySMTP) else None
+        helo = session.host_name or ""
+        ip = _peer_ip(session)
+        sender = "" if sender == "<>" else sender  # aiosmtpd hands the null sender over as "<>"
+        if self.hostchecks is not None:
+            refusal = self.hostchecks.check_helo(helo)
+            if refusal is None and gateway is not None:
+                refusal = self.hostchecks.check_rdns(ip, gateway.rdns)
+            if refusal is None:
+                refusal = await self.hostchecks.check_sender_domain(sender)
+            if refusal is not None:
+                return refusal
+        if self.spf is not None and gateway is not None:
+            outcome = await self.spf.check(ip, sender, helo)
+            gateway.spf = outcome
+            if outcome.result == "fail" and self.spf_reject_fail:
+                who = f"<{sender}>" if sender else f"HELO {helo}"
+                return Refusal(550, f"550 5.7.23 {_printable(who)}: Sender address rejected: SPF fail - "
+                                    f"not authorized by {_printable(outcome.domain)}",
+                               f"SPF fail ({outcome.domain})", "spf")
+        return None
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        # aiosmtpd reads commands line by line from its buffer, so pipelined commands are handled: say so.
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", *responses[-1:]]
+
     # --- MAIL FROM --------------------------------------------------------------------------------
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -221,9 +346,16 @@ class IngressHandler:
             if domain in self.tls_required_sender_domains:
                 self._refuse(session, envelope, 530, f"TLS required for sender domain {domain}", "tls_required")
                 return "530 5.7.0 Must issue a STARTTLS command first"
+        if isinstance(server, GatewaySMTP):
+            server.spf = None
+        if not self.exempt(ip, address):
+            refusal = await self.sender_refusal(server, session, address)
+            if refusal is not None:
+                self._refuse(session, envelope, refusal.code, refusal.reason, refusal.check, sender=address)
+                return refusal.reply
         if self.rates is not None and not self.exempt(ip, address):
             counters = {"client": (ip, self.messages_per_minute_per_ip)}
-            if address:  # bounces (null sender) come from everywhere: no per-sender counter for them
+            if address and address != "<>":  # bounces (null sender, "<>" from aiosmtpd) come from everywhere: no counter
                 counters["sender"] = (address, self.messages_per_minute_per_sender)
             over = await self.rates.hit(counters)
             if over is not None:
@@ -247,7 +379,16 @@ class IngressHandler:
         if not decision.allowed:
             self._refuse(session, envelope, 554, decision.reason, "relay", address)
             return f"554 5.7.1 <{address}>: {decision.reason}"
-        if self.greylist is not None and not self.exempt(ip, envelope.mail_from):
+        if self.recipients is not None and self._is_local(address):
+            known, source = await self.recipients.verify(address)
+            if known is Known.UNKNOWN:
+                self._refuse(session, envelope, 550, f"unknown recipient ({source})", "recipient", address)
+                return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+            if known is Known.TEMPFAIL:
+                self._refuse(session, envelope, 451, f"recipient verification unavailable ({source})", "recipient",
+                             address)
+                return f"451 4.3.0 <{address}>: Recipient address verification temporarily unavailable"
+        if self.greylist is not None and not self.exempt(ip, envelope.mail_from) and not self._greylist_bypass(server):
             grey = await self.greylist.check(ip, envelope.mail_from or "", address)
             if not grey.allowed:
                 self._refuse(session, envelope, 451, f"greylisted ({grey.state})", "greylist", address)
@@ -255,6 +396,17 @@ class IngressHandler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
+
+    def _is_local(self, address: str) -> bool:
+        parts = self.policy.split_address(address)
+        return parts is not None and parts[1] in self.policy.relay_domains
+
+    def _greylist_bypass(self, server: SMTP) -> bool:
+        if not isinstance(server, GatewaySMTP):
+            return False
+        if server.dnsbl is not None and server.dnsbl.allowlisted:
+            return True  # a DNS allowlist vouches for the client (postscreen's dnsbl allowlisting)
+        return self.greylist_spf_pass_bypass and server.spf is not None and server.spf.result == "pass"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -266,7 +418,14 @@ class IngressHandler:
         client_ip = _peer_ip(session)
         tls = _tls_info(session)
         direction = self.policy.direction(client_ip)
-        stamped = self.received_header(session, envelope, message_id, received_at, tls) + raw
+        gateway = server if isinstance(server, GatewaySMTP) else None
+        spf = gateway.spf if gateway is not None else None
+        rdns = gateway.rdns[0] if gateway is not None and gateway.rdns is not None else ""
+        trace = b""
+        if spf is not None:
+            trace = spf.received_spf(self.hostname, client_ip, (envelope.mail_from or "").removeprefix("<>"),
+                                     session.host_name or "").encode("utf-8", "replace")
+        stamped = trace + self.received_header(session, envelope, message_id, received_at, tls) + raw
         headers = mime.parse_headers_only(raw)
         event = MailReceived(
             message_id=message_id, received_at=received_at, client_ip=client_ip,
@@ -275,15 +434,28 @@ class IngressHandler:
             rfc_message_id=mime.decoded_header(headers, "Message-ID")[:998],
             subject=mime.decoded_header(headers, "Subject")[:998],
             header_from=mime.decoded_header(headers, "From")[:998],
+            spf=spf.result if spf is not None else "", spf_domain=spf.domain if spf is not None else "",
+            client_rdns=rdns,
         )
         started = asyncio.get_running_loop().time()
+        decision = self.actions.expect(message_id) if self.actions is not None else None
         try:
             await self.publish(event, stamped)
         except Exception as exc:  # noqa: BLE001 - any bus failure means "not queued": the sender retries
+            if self.actions is not None:
+                self.actions.forget(message_id)
             log.warning("message not queued: bus unavailable", extra={"error": repr(exc), "client_ip": client_ip})
             self._refuse(session, envelope, 451, "bus unavailable", "queue")
             return "451 4.3.0 Temporary failure, message not queued: please retry"
         QUEUE_LATENCY.observe(asyncio.get_running_loop().time() - started)
+        if self.actions is not None and decision is not None:
+            action = await self.actions.wait(message_id, decision, self.before_queue_deadline_s)
+            BEFORE_QUEUE.labels("deadline" if action is None else "blocked" if all_blocked(action) else "accepted").inc()
+            if action is None:
+                log.warning("before-queue deadline: accepted after-queue", extra={"message_id": message_id})
+            elif all_blocked(action):
+                self._refuse(session, envelope, 550, "blocked by the rules before queueing", "before_queue")
+                return f"550 5.7.1 Message rejected by content policy (id {message_id})"
         log.info("queued", extra={"message_id": message_id, "client_ip": client_ip, "size": len(stamped),
                                    "rcpts": len(envelope.rcpt_tos), "direction": str(direction)})
         return f"250 2.0.0 Ok: queued as {message_id}"
@@ -301,6 +473,10 @@ class IngressHandler:
         line = (f"Received: from {helo} ([{ip}]){tls_part}\r\n\tby {self.hostname} (mailgw) with {protocol} "
                 f"id {message_id}{for_part};\r\n\t{format_datetime(at.astimezone(UTC))}\r\n")
         return line.encode("utf-8", "replace")
+
+
+def _printable(text: str) -> str:
+    return "".join(c for c in text if c.isprintable() and c not in "\r\n")[:256]
 
 
 def _clean(text: str) -> str:
