@@ -401,3 +401,17 @@ def test_one_verdict_for_both_layers(policy: AttachmentPolicy, eicar: bytes,
     failed = verdict_for("m2", ScanResult(error="clamd down"), 1.0, policy.scan(attach(("e.txt", eicar))))
     assert failed.failed and failed.viruses == ["Mailgw.YARA_EICAR_TEST_FILE"]
     assert [h.name for h in failed.symbols] == ["AV_FAIL", "YARA_EICAR_TEST_FILE"]
+
+
+def test_detected_content_types(eicar: bytes) -> None:
+    """The MIME types that `Verdict.attachments` reports by content."""
+    from mailgw_antivirus.filetypes import sniff
+    assert sniff(pe()).content_type == "application/vnd.microsoft.portable-executable"
+    assert sniff(elf()).content_type == "application/x-executable"
+    assert sniff(zip_of(("a.txt", b"x"))).content_type == "application/zip"
+    assert sniff(seven_zip(("a.txt", b"x"))).content_type == "application/x-7z-compressed"
+    assert sniff(png()).content_type == "image/png"
+    assert sniff(pdf_with(b"1 0 obj <<>> endobj")).content_type == "application/pdf"
+    assert sniff(eicar).content_type == "text/plain"
+    assert sniff(b"").content_type == "application/octet-stream"
+    assert sniff(bytes(range(256)) * 4).content_type == "application/octet-stream"

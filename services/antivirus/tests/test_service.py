@@ -95,9 +95,29 @@ async def test_identical_messages_are_scanned_once(fresh_kafka: str, clamd: Mana
     assert names[0] == "AV_VIRUS" and {"MIME_DOUBLE_EXTENSION", "MIME_BAD_EXTENSION", "ARCHIVE_EXECUTABLE",
                                        "YARA_EICAR_TEST_FILE"} <= set(names)
     assert second.message_id == second_id and second.symbols == first.symbols and second.viruses == first.viruses
+    # The attachment inventory for the rules service, also from the cache.
+    assert [(a.part_index, a.filename, a.detected_type) for a in first.attachments] == [
+        (0, "", "text/plain"), (1, "invoice.pdf.exe", "application/octet-stream"),  # MZ alone is not a PE
+        (2, "a.zip", "application/zip")]
+    assert [m.name for m in first.attachments[2].archive_members] == ["a.com"]
+    assert second.attachments == first.attachments
     client = aioredis.Redis.from_url(redis_url)
     try:
         keys = await client.keys(f"test:{unique}:verdict:*")
         assert len(keys) == 1 and 0 < await client.ttl(keys[0]) <= 24 * 3600
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreadable_cache_entry_is_a_miss(redis_url: str, unique: str) -> None:
+    from mailgw_antivirus.cache import VerdictCache
+    client = aioredis.Redis.from_url(redis_url)
+    cache = VerdictCache(client, f"test:{unique}:", 60, "fp")
+    try:
+        key = cache.key(b"raw")
+        for garbage in (b"not json", b'{"symbols": 5}', b'{"symbols": [], "viruses": [], "attachments": [{"x": 1}]}',
+                        b"\xff" * 1000):
+            await client.set(key, garbage)
+            assert await cache.get(key) is None
     finally:
         await client.aclose()

@@ -68,6 +68,14 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def pdf_with_image(image: bytes) -> bytes:
+    """A one-page PDF (Pillow's writer) showing `image` (JPEG stays a DCTDecode stream)."""
+    buf = io.BytesIO()
+    with Image.open(io.BytesIO(image)) as picture:
+        picture.convert("RGB").save(buf, "PDF")
+    return buf.getvalue()
+
+
 def mail(body: str = "Hello,\nsee the picture.\n", images: tuple[tuple[str, bytes], ...] = (),
          inline_html: bool = False) -> bytes:
     """A message with image attachments (filename -> bytes; the type follows the extension)."""
@@ -103,4 +111,5 @@ class Images:
     corrupt = staticmethod(corrupt_png)
     truncated_jpeg = staticmethod(truncated_jpeg)
     mail = staticmethod(mail)
+    pdf = staticmethod(pdf_with_image)
     spam_lines = SPAM_LINES

@@ -112,24 +112,28 @@ def test_formats_outside_the_list_are_not_decoded() -> None:
         inspect(pdf_as_png, LIMITS)
 
 
-def test_decode_gives_grayscale() -> None:
-    image = decode(encode(noise(500, 500)), LIMITS)
+def test_decode_keeps_colour_and_grayscale() -> None:
+    image = decode(encode(noise(500, 500).convert("L")), LIMITS)
     assert image.mode == "L" and image.size == (500, 500)
+    colour = decode(encode(noise(500, 500)), LIMITS)
+    assert colour.mode == "RGB" and colour.size == (500, 500)
+    cmyk = decode(encode(Image.new("CMYK", (500, 500)), "JPEG"), LIMITS)
+    assert cmyk.mode == "RGB"
 
 
 def test_transparent_background_becomes_white() -> None:
     rgba = Image.new("RGBA", (100, 50), (0, 0, 0, 0))  # fully transparent black
     ImageDraw.Draw(rgba).text((10, 10), "Hi", fill=(0, 0, 0, 255))
-    gray = prepare(rgba, ImageLimits(upscale_below_px=0))
-    assert gray.getpixel((0, 0)) == 255
-    assert any(gray.histogram()[:128])  # the text is still there (dark pixels)
+    flat = prepare(rgba, ImageLimits(upscale_below_px=0)).convert("L")
+    assert flat.getpixel((0, 0)) == 255
+    assert any(flat.histogram()[:128])  # the text is still there (dark pixels)
 
 
 def test_palette_transparency_becomes_white() -> None:
     pal = Image.new("P", (60, 60), 0)
     pal.putpalette([0, 0, 0] * 256)
     pal.info["transparency"] = 0
-    assert prepare(pal, ImageLimits(upscale_below_px=0)).getpixel((5, 5)) == 255
+    assert prepare(pal, ImageLimits(upscale_below_px=0)).convert("L").getpixel((5, 5)) == 255
 
 
 def test_animated_gif_reads_the_first_frame() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +12,8 @@ from PIL import Image
 
 from mailgw_libs import mime
 from mailgw_ocr.images import ImageFailed, ImageLimits
-from mailgw_ocr.scanner import ImageReport, OcrScanner, hits_for, image_name, select_images
+from mailgw_ocr.pdfimages import PdfLimits, pdf_images
+from mailgw_ocr.scanner import ImageReport, OcrScanner, Scoring, hits_for, image_name, select_images
 from mailgw_ocr.tesseract import Tesseract, TesseractMissing
 
 
@@ -96,9 +99,50 @@ def test_hits_use_the_body_rules_once_per_message_with_the_image_name() -> None:
         ("PHRASE_CHEAP_MEDS", "one.png: CHEAP VIAGRA"),
         ("PHRASE_LIMITED_OFFER", "two.png: Limited time offer"),
         ("OCR_FAILED", "bad.png: cannot decode image: truncated"),
+        ("OCR_SPAM_TEXT", "body rules score 8 on the text of one.png, two.png"),
     ]
-    assert hits[-1].score == 0.0
-    assert sum(h.score for h in hits) == pytest.approx(2.5 + 2.0 + 2.0 + 1.5)
+    assert hits[-2].score == 0.0
+    assert sum(h.score for h in hits) == pytest.approx(2.5 + 2.0 + 2.0 + 1.5 + 3.0)
+
+
+def test_spam_text_threshold_and_image_only_mail() -> None:
+    weak = [ImageReport(0, "a.png", "read", text="Limited time offer")]
+    assert [h.name for h in hits_for(weak)] == ["PHRASE_LIMITED_OFFER"]  # 1.5 < 4: not OCR_SPAM_TEXT
+    assert [h.name for h in hits_for(weak, scoring=Scoring(spam_text_threshold=1.0))] == [
+        "PHRASE_LIMITED_OFFER", "OCR_SPAM_TEXT"]
+    photo = [ImageReport(0, "p.jpg", "read", text="")]
+    assert [h.name for h in hits_for(photo, body_chars=0)] == ["IMAGE_ONLY_MAIL"]
+    assert hits_for(photo, body_chars=400) == [] and hits_for(photo) == []
+    failed = [ImageReport(0, "p.jpg", "failed", reason="broken")]
+    assert [h.name for h in hits_for(failed, body_chars=0)] == ["OCR_FAILED"]  # nothing read: not image-only
+
+
+def test_inline_cid_parts_whatever_their_type_and_pdf_images(img: Any) -> None:
+    """An inline image declared application/octet-stream without a name is still read when HTML shows it."""
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    msg = EmailMessage()
+    msg["Subject"] = "x"
+    msg.set_content("see below")
+    msg.add_alternative('<html><body><img src="cid:banner@x"></body></html>', subtype="html")
+    html = msg.get_payload()[1]
+    html.add_related(img.text(), maintype="application", subtype="octet-stream", cid="<banner@x>")
+    msg.add_attachment(img.pdf(img.text(fmt="JPEG")), maintype="application", subtype="pdf", filename="flyer.pdf")
+    candidates, reports = select_images(msg.as_bytes(policy=SMTP), ImageLimits(), 5, PdfLimits())
+    assert reports == []
+    assert [c.name for c in candidates] == ["banner@x", "flyer.pdf p1/image"]
+
+
+def test_hostile_pdfs_give_no_images_and_no_exception(img: Any) -> None:
+    limits = PdfLimits()
+    good = img.pdf(img.text(fmt="JPEG"))
+    assert len(pdf_images(good, "a.pdf", limits)) == 1
+    assert pdf_images(good[: len(good) // 2], "t.pdf", limits) == []  # truncated
+    assert pdf_images(b"%PDF-1.4\n" + bytes(range(256)) * 20, "g.pdf", limits) == []  # garbage
+    assert pdf_images(good, "big.pdf", PdfLimits(max_pdf_bytes=100)) == []  # oversized: not opened
+    flood = re.sub(rb"/Width \d+", b"/Width 99999999", good, count=1)  # declared: refused before decoding
+    (refused,) = pdf_images(flood, "f.pdf", limits)
+    assert refused.data == b"" and "decompression bomb" in refused.refused
 
 
 async def test_scan_reads_in_parallel_and_keeps_message_order(img: Any) -> None:
@@ -120,3 +164,21 @@ async def test_missing_tesseract_is_raised_for_redelivery(img: Any) -> None:
     fake = FakeTesseract(fail=TesseractMissing("tesseract is not installed"))
     with pytest.raises(TesseractMissing):
         await OcrScanner(ImageLimits(), fake, 5).scan(img.mail(images=(("a.png", png(500)),)))
+
+
+class SlowTesseract(FakeTesseract):
+    """Sleeps on wide images: one slow image among quick ones."""
+
+    def read(self, image: Image.Image) -> str:
+        if image.width >= 900:
+            time.sleep(1.0)
+        return super().read(image)
+
+
+async def test_a_slow_image_does_not_hold_the_message(img: Any) -> None:
+    raw = img.mail(images=(("quick.png", png(600)), ("slow.png", png(900))))
+    scanner = OcrScanner(ImageLimits(upscale_below_px=0), SlowTesseract({600: "CHEAP VIAGRA"}), 5,
+                         message_timeout_s=0.3)
+    reports = await scanner.scan(raw)  # the slow image is given up at 0.3 s, the quick one is read
+    assert [(r.name, r.status) for r in reports] == [("quick.png", "read"), ("slow.png", "failed")]
+    assert "OCR budget" in reports[1].reason

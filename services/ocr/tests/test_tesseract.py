@@ -40,15 +40,15 @@ def phrases(hits: list[SymbolHit]) -> list[SymbolHit]:
 
 async def test_spam_text_in_a_png(scanner: OcrScanner, img: Any) -> None:
     _, hits = await scan(scanner, img.mail(images=(("offer.png", img.text(fmt="PNG")),)))
-    assert {h.name for h in hits} == PHRASES_OF_SPAM_LINES
+    assert {h.name for h in phrases(hits)} == PHRASES_OF_SPAM_LINES and "OCR_SPAM_TEXT" in {h.name for h in hits}
     assert sum(h.score for h in hits) >= 5
-    assert all(h.detail.startswith("offer.png: ") for h in hits)
+    assert all(h.detail.startswith("offer.png: ") for h in phrases(hits))
 
 
 async def test_spam_text_in_a_jpeg(scanner: OcrScanner, img: Any) -> None:
     jpeg = img.text(fmt="JPEG", size=28, dejavu=True, background=(230, 240, 255), ink=(0, 0, 90))
     _, hits = await scan(scanner, img.mail(images=(("deal.jpg", jpeg),)))
-    assert {h.name for h in hits} == PHRASES_OF_SPAM_LINES
+    assert {h.name for h in phrases(hits)} == PHRASES_OF_SPAM_LINES
     assert sum(h.score for h in hits) >= 5
 
 

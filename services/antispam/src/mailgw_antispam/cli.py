@@ -6,6 +6,7 @@ Registered on the `mailgw` command line through the `mailgw.cli` entry point (se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import mailbox
 import sys
@@ -13,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .bayes_cli import ScanBayes
+from .bayes_cli import register as register_bayes
+from .online import OnlineChecks
 from .rules import load_engine
 from .scanner import scan
 from .settings import AntispamSettings
@@ -48,13 +52,22 @@ def messages(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
 def cmd_scan(args: argparse.Namespace) -> None:
     settings = AntispamSettings()
     rule_dirs = tuple(settings.rule_dirs) + tuple(args.rules or ())
-    engine = load_engine(rule_dirs, not args.no_default_rules, settings.hyperscan and not args.no_hyperscan)
+    engine = load_engine(rule_dirs, not args.no_default_rules, settings.hyperscan and not args.no_hyperscan,
+                         tuple(settings.ok_languages), settings.hyperscan_cache_dir)
     for problem in engine.ruleset.problems:
         print(f"mailgw scan: rule file: {problem}", file=sys.stderr)
     threshold = settings.spam_threshold if args.threshold is None else args.threshold
     count = spam = 0
+    bayes = ScanBayes(args.redis, settings.bayes_site) if args.redis else None
+    # DNS checks (authentication, DNS lists) only with --network: a scan is offline by default
+    online = OnlineChecks.from_settings(settings, None, network=True, auth=True) if args.network else None
+    loop = asyncio.new_event_loop() if online is not None else None
     for label, raw in messages([Path(p) for p in args.paths]):
         hits = scan(raw, settings.max_scan_chars, engine)
+        if online is not None and loop is not None:
+            hits += loop.run_until_complete(online.run(raw))[0]
+        if bayes is not None:
+            hits += bayes.hits(raw)
         score = round(sum(h.score for h in hits), 3)
         is_spam = score >= threshold
         count += 1
@@ -67,6 +80,10 @@ def cmd_scan(args: argparse.Namespace) -> None:
         else:
             names = ", ".join(f"{h.name}({h.score:g})" for h in sorted(hits, key=lambda h: -h.score))
             print(f"{'SPAM' if is_spam else 'ham '} {score:7.2f}  {label}  {names}", flush=True)
+    if bayes is not None:
+        bayes.close()
+    if loop is not None:
+        loop.close()
     if not args.json:
         print(f"{count} messages, {spam} spam at threshold {threshold:g}", file=sys.stderr)
 
@@ -81,4 +98,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--no-default-rules", action="store_true", help="do not load the project's own rules")
     parser.add_argument("--no-hyperscan", action="store_true", help="match with Python re only")
     parser.add_argument("--threshold", type=float, default=None, help="spam threshold (default 5)")
+    parser.add_argument("--redis", metavar="URL", help="score with Bayes from this Redis (the site database)")
+    parser.add_argument("--network", action="store_true",
+                        help="also run the DNS checks: DKIM/DMARC/ARC, DNSBL/DNSWL/URIBL (MAILGW_DNS_* resolver)")
     parser.set_defaults(func=cmd_scan)
+    register_bayes(sub)

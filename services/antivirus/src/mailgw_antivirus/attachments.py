@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from mailgw_libs import mime
-from mailgw_libs.events import SymbolHit
+from mailgw_libs.events import ArchiveMember, AttachmentInfo, SymbolHit
 
 from . import archives, documents, filetypes
 from .archives import Budget, Limits, StopScan
@@ -64,6 +64,8 @@ class PolicyConfig:
     timeout_s: float = 10.0
     max_parts: int = 1000
     pdf_max_stream_bytes: int = 8 * 1024 * 1024
+    # Archive members listed per part in the inventory (Verdict.attachments); all are still scanned.
+    max_listed_members: int = 1000
     # Per symbol (layer-2 and YARA_<RULE> names): a score replacing the default, or a hard virus.
     scores: dict[str, float] = field(default_factory=dict)
     virus_symbols: frozenset[str] = frozenset()
@@ -77,12 +79,36 @@ class Layer2Result:
     # False when the walk did not finish (time out, internal error): such a verdict is not cached.
     complete: bool = True
     error: str = ""
+    # Every leaf part (index = position in mime.leaf_parts order) with its archive members.
+    attachments: tuple[AttachmentInfo, ...] = ()
+
+
+@dataclass
+class _PartInventory:
+    """What the walk learnt about one leaf part; becomes an AttachmentInfo."""
+
+    index: int
+    filename: str
+    declared_type: str
+    detected_type: str
+    size: int
+    members: list[ArchiveMember] = field(default_factory=list)
+    limit: int = 1000
+
+    def add_member(self, name: str, content_type: str) -> None:
+        if len(self.members) < self.limit:
+            self.members.append(ArchiveMember(name=name[:500], content_type=content_type))
+
+    def info(self) -> AttachmentInfo:
+        return AttachmentInfo(part_index=self.index, filename=self.filename[:500], declared_type=self.declared_type,
+                              detected_type=self.detected_type, size=self.size, archive_members=self.members)
 
 
 class _Findings:
     def __init__(self) -> None:
         self.details: dict[str, list[str]] = {}
         self.yara: dict[str, YaraHit] = {}
+        self.inventory: list[_PartInventory] = []
 
     def add(self, symbol: str, detail: str) -> None:
         details = self.details.setdefault(symbol, [])
@@ -133,6 +159,7 @@ class AttachmentPolicy:
         c = self.config
         state = {
             "limits": vars(c.limits), "depth": c.max_depth, "parts": c.max_parts, "pdf": c.pdf_max_stream_bytes,
+            "listed": c.max_listed_members,
             "scores": sorted(c.scores.items()), "virus": sorted(c.virus_symbols), "yara_score": c.yara_default_score,
             "yara": self.yara.fingerprint if self.yara is not None else "",
             "symbols": sorted((s.name, s.score) for s in SYMBOLS.values()),
@@ -148,10 +175,18 @@ class AttachmentPolicy:
         complete, error = True, ""
         try:
             parts = mime.leaf_parts(mime.parse(raw), self.config.max_parts)
-            for index, part in enumerate(parts, 1):
+            # The inventory first, so that every part is listed even when a limit stops the walk.
+            for index, part in enumerate(parts):
                 name = filetypes.parse_name(part.filename) if part.filename else None
-                where = name.clean if name is not None else f"part {index} ({part.content_type})"
-                self._inspect(part.payload, name, part.content_type, where, 0, False, budget, found)
+                found.inventory.append(_PartInventory(
+                    index, name.clean if name is not None else "", part.content_type,
+                    filetypes.sniff(part.payload).content_type, len(part.payload),
+                    limit=self.config.max_listed_members))
+            for index, part in enumerate(parts):
+                name = filetypes.parse_name(part.filename) if part.filename else None
+                where = name.clean if name is not None else f"part {index + 1} ({part.content_type})"
+                self._inspect(part.payload, name, part.content_type, where, 0, False, budget, found,
+                              found.inventory[index], "")
         except StopScan as stop:
             found.add(stop.symbol, stop.detail)
             complete = stop.symbol != archives.TIMEOUT
@@ -170,9 +205,12 @@ class AttachmentPolicy:
             return self._result(found, False, "")
 
     def _inspect(self, data: bytes, name: Name | None, content_type: str, where: str, depth: int,
-                 in_archive: bool, budget: Budget, found: _Findings) -> None:
+                 in_archive: bool, budget: Budget, found: _Findings, part: _PartInventory, inner: str) -> None:
+        """`part` is the leaf part being walked, `inner` the path of `data` inside it ('' = the part itself)."""
         budget.check_time()
         kind = filetypes.sniff(data)
+        if inner:
+            part.add_member(inner, kind.content_type)
         if name is not None:
             trick = _double_extension(name)
             if trick:
@@ -200,9 +238,10 @@ class AttachmentPolicy:
                 found.add("ARCHIVE_TOO_DEEP", f"{where}: archive at depth {depth + 1}, "
                                               f"more than {self.config.max_depth} levels")
                 return
-            self._archive(data, kind, where, depth, budget, found)
+            self._archive(data, kind, where, depth, budget, found, part, inner)
 
-    def _archive(self, data: bytes, kind: FileType, where: str, depth: int, budget: Budget, found: _Findings) -> None:
+    def _archive(self, data: bytes, kind: FileType, where: str, depth: int, budget: Budget, found: _Findings,
+                 part: _PartInventory, inner: str) -> None:
         members = archives.members(kind.kind, data, where, budget)
         while True:
             try:
@@ -215,6 +254,7 @@ class AttachmentPolicy:
                 found.add("ARCHIVE_CORRUPT", f"{where}: {type(exc).__name__}: {str(exc)[:120]}")
                 return
             path = f"{where}/{member.name}"
+            inner_path = f"{inner}/{member.name}" if inner else member.name
             name = filetypes.parse_name(member.name)
             if kind.kind == "ooxml" and name.clean.lower() == "vbaproject.bin":
                 found.add("OFFICE_MACRO", f"{where}: {member.name}")
@@ -223,6 +263,7 @@ class AttachmentPolicy:
             if member.bomb:
                 found.add("ARCHIVE_BOMB", f"{path}: {member.bomb}")
             if member.data is None:
+                part.add_member(inner_path, "")  # not unpacked: no type by content
                 # Not unpacked: the name is all there is to judge.
                 trick = _double_extension(name)
                 if trick:
@@ -230,7 +271,7 @@ class AttachmentPolicy:
                 if name.extension in filetypes.BAD_EXTENSIONS | filetypes.SCRIPT_EXTENSIONS:
                     found.add("ARCHIVE_EXECUTABLE", f"{path} (by name)")
                 continue
-            self._inspect(member.data, name, "", path, depth + 1, True, budget, found)
+            self._inspect(member.data, name, "", path, depth + 1, True, budget, found, part, inner_path)
 
     def _yara(self, data: bytes, where: str, budget: Budget, found: _Findings) -> None:
         if self.yara is None:
@@ -267,4 +308,4 @@ class AttachmentPolicy:
                 viruses.append(VIRUS_PREFIX + symbol)
                 score = VIRUS_SCORE
             hits.append(SymbolHit(name=symbol, score=score, detail="; ".join(details)[:500]))
-        return Layer2Result(tuple(hits), tuple(viruses), complete, error)
+        return Layer2Result(tuple(hits), tuple(viruses), complete, error, tuple(p.info() for p in found.inventory))

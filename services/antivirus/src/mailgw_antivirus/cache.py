@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mailgw_libs.events import SymbolHit
+from mailgw_libs.events import AttachmentInfo, SymbolHit
 from mailgw_libs.failfast import Breaker
 
 log = logging.getLogger("mailgw.antivirus.cache")
@@ -29,6 +29,7 @@ _ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError
 class CachedVerdict:
     symbols: list[SymbolHit]
     viruses: list[str]
+    attachments: list[AttachmentInfo]
 
 
 class VerdictCache:
@@ -41,7 +42,8 @@ class VerdictCache:
         self.breaker = Breaker(pause_s)
 
     def key(self, raw: bytes) -> str:
-        return f"{self.prefix}verdict:{self.fingerprint}:{hashlib.sha256(raw).hexdigest()}"
+        # v2: entries carry the attachment inventory too.
+        return f"{self.prefix}verdict:v2:{self.fingerprint}:{hashlib.sha256(raw).hexdigest()}"
 
     def _available(self) -> bool:
         return not self.breaker.is_open()
@@ -62,14 +64,17 @@ class VerdictCache:
             return None
         try:
             data = json.loads(value)
-            return CachedVerdict([SymbolHit.model_validate(s) for s in data["symbols"]], list(data["viruses"]))
+            return CachedVerdict([SymbolHit.model_validate(s) for s in data["symbols"]], list(data["viruses"]),
+                                 [AttachmentInfo.model_validate(a) for a in data.get("attachments", [])])
         except (ValueError, KeyError, TypeError):
             return None  # an entry we cannot read is a miss; the scan overwrites it
 
-    async def put(self, key: str, symbols: list[SymbolHit], viruses: list[str]) -> None:
+    async def put(self, key: str, symbols: list[SymbolHit], viruses: list[str],
+                  attachments: list[AttachmentInfo] | None = None) -> None:
         if not self._available():
             return
-        value = json.dumps({"symbols": [s.model_dump(mode="json") for s in symbols], "viruses": viruses})
+        value = json.dumps({"symbols": [s.model_dump(mode="json") for s in symbols], "viruses": viruses,
+                            "attachments": [a.model_dump(mode="json") for a in attachments or []]})
         try:
             await self.client.set(key, value, ex=self.ttl_s)
         except _ERRORS as exc:

@@ -37,15 +37,32 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
 
 
+# The MIME type reported for a kind found by our own checks (Verdict.attachments' detected_type).
+KIND_MIME_TYPES = {
+    "pe": "application/vnd.microsoft.portable-executable", "elf": "application/x-executable",
+    "macho": "application/x-mach-binary", "msi": "application/x-msi", "ole": "application/x-ole-storage",
+    "ooxml": "application/vnd.openxmlformats-officedocument", "zip": "application/zip", "gz": "application/gzip",
+    "bz2": "application/x-bzip2", "xz": "application/x-xz", "7z": "application/x-7z-compressed",
+    "rar": "application/vnd.rar", "tar": "application/x-tar", "pdf": "application/pdf",
+    "script": "text/x-script", "html": "text/html", "text": "text/plain",
+}
+
+
 @dataclass(frozen=True)
 class FileType:
     kind: str
     family: str
     label: str = ""
+    mime: str = ""  # from puremagic; our own checks leave it empty (see `content_type`)
 
     @property
     def executable(self) -> bool:
         return self.family == EXECUTABLE
+
+    @property
+    def content_type(self) -> str:
+        """The MIME type by content, `application/octet-stream` when nothing is known."""
+        return self.mime or KIND_MIME_TYPES.get(self.kind, "application/octet-stream")
 
 
 def _is_pe(data: bytes) -> bool:
@@ -128,10 +145,10 @@ def sniff(data: bytes) -> FileType:
         mime = (best.mime_type or "").lower()
         label = best.name or best.extension
         if mime.startswith("image/"):
-            return FileType("image", IMAGE, label)
+            return FileType("image", IMAGE, label, mime)
         if mime == "text/html" or best.extension in (".html", ".htm"):
-            return FileType("html", HTML, label)
-        return FileType(best.extension.lstrip(".") or "other", UNKNOWN, label)
+            return FileType("html", HTML, label, "text/html")
+        return FileType(best.extension.lstrip(".") or "other", UNKNOWN, label, mime)
     lowered = head[:1024].lower().lstrip()
     if lowered.startswith((b"<!doctype html", b"<html")) or b"<script" in lowered:
         return FileType("html", HTML, "HTML document")

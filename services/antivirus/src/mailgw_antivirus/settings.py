@@ -14,6 +14,12 @@ class AntivirusSettings(ServiceSettings):
     http_port: int = 9103
     clamd_host: str = "127.0.0.1"
     clamd_port: int = 3310
+    # A unix socket path (clamd.conf LocalSocket); when set it is used instead of host and port.
+    clamd_socket: str = ""
+    # The connection pool: clamd conversations at once (clamd's MaxThreads should be at least this).
+    clamd_max_connections: int = 4
+    # Decoded MIME parts streamed to clamd on their own, besides the whole message (0 = whole message only).
+    clamd_max_parts: int = 50
     # Deadline for one whole scan (connect, stream, reply); past it the verdict is AV_FAIL.
     clamd_timeout_s: float = 30.0
     # The readiness PING must answer well within /readyz's own 2 s budget.

@@ -154,10 +154,16 @@ def start_clamd(state: Path, port: int | None = None) -> Managed:
         shutil.copy(sig, db / sig.name)
     conf = d / "clamd.conf"
     log = d / "clamd.log"
+    # Limits (see services/antivirus/README.md, "clamd limits"): StreamMaxLength >= the largest message;
+    # MaxRecursion/MaxFiles/MaxScanSize/MaxFileSize bound what clamd unpacks from one stream.
+    # LocalSocket: the same clamd on a unix socket too (MAILGW_ANTIVIRUS_CLAMD_SOCKET), next to the log,
+    # unless the path is too long for a unix socket (108 bytes with the terminator).
+    sock = d / "clamd.sock"
     conf.write_text(
         f"TCPSocket {port}\nTCPAddr 127.0.0.1\nDatabaseDirectory {db}\nLogFile {log}\n"
         "Foreground true\nStreamMaxLength 40M\nMaxThreads 4\nSelfCheck 0\nBytecode false\n"
         "MaxRecursion 16\nMaxFiles 10000\nMaxScanSize 100M\nMaxFileSize 40M\n"
+        + (f"LocalSocket {sock}\nLocalSocketMode 600\n" if len(str(sock).encode()) < 100 else "")
     )
     proc = spawn("clamd", ["clamd", "-c", str(conf)], d / "clamd.out")
     wait_port(port, 60, proc, "clamd")

@@ -22,9 +22,12 @@ def load_ruleset(rule_dirs: tuple[str, ...] = (), include_default: bool = True) 
 
 
 @lru_cache(maxsize=8)
-def load_engine(rule_dirs: tuple[str, ...] = (), include_default: bool = True, use_hyperscan: bool = True) -> Engine:
-    """The engine for a rule configuration, built once per process."""
-    return Engine(load_ruleset(rule_dirs, include_default), use_hyperscan=use_hyperscan)
+def load_engine(rule_dirs: tuple[str, ...] = (), include_default: bool = True, use_hyperscan: bool = True,
+                ok_languages: tuple[str, ...] = ("all",), cache_dir: str = "") -> Engine:
+    """The engine for a rule configuration, built once per process; compiled Hyperscan databases are
+    kept in `cache_dir` ("" = not kept) and loaded from there at the next start."""
+    return Engine(load_ruleset(rule_dirs, include_default), use_hyperscan=use_hyperscan, ok_languages=ok_languages,
+                  cache_dir=Path(cache_dir) if cache_dir else None)
 
 
 __all__ = ["DEBIAN_RULES_DIR", "DEFAULT_RULES_DIR", "Engine", "MessageView", "Problem", "Rule", "RuleSet",

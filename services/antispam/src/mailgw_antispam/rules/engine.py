@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from mailgw_libs.events import SymbolHit
 
@@ -36,8 +37,12 @@ def _detail(data: bytes) -> str:
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, use_hyperscan: bool = True) -> None:
+    def __init__(self, ruleset: RuleSet, use_hyperscan: bool = True, ok_languages: tuple[str, ...] = ("all",),
+                 cache_dir: Path | None = None) -> None:
         self.ruleset = ruleset
+        self._cache_dir = cache_dir  # compiled Hyperscan databases kept on disk (matcher.PatternSet)
+        # the site's languages (setting ok_languages): the language eval test reads them from the view
+        self.ok_languages = ok_languages
         self.unsupported: list[Problem] = list(ruleset.unsupported)
         self._ids: list[_Compiled] = []
         self._text: dict[str, tuple[list[int], PatternSet]] = {}
@@ -88,7 +93,13 @@ class Engine:
             regex = self._ids[pid].rule.regex
             assert regex is not None
             patterns.append((pid, regex.python, regex.re_flags))
-        return PatternSet(patterns, use_hyperscan)
+        return PatternSet(patterns, use_hyperscan, self._cache_dir)
+
+    @property
+    def from_cache(self) -> bool:
+        """Every Hyperscan database was loaded from the disk cache (none compiled)."""
+        sets = [p for _, p in self._text.values()] + [p for _, p in self._headers.values() if p is not None]
+        return any(p.accelerated for p in sets) and all(p.from_cache for p in sets if p.accelerated)
 
     @property
     def accelerated(self) -> bool:
@@ -166,13 +177,16 @@ class Engine:
         """Hit counts of every rule that hit (metas included) and a match detail per rule."""
         values: dict[str, float] = {}
         details: dict[str, str] = {}
+        if self.ok_languages != ("all",):
+            view.ok_languages = self.ok_languages
         sources = {"body": view.body, "rawbody": view.rawbody, "uri": view.uris, "full": [view.raw]}
         for kind, (pids, pset) in self._text.items():
             chunks = sources[kind]
-            candidates = pset.candidates(chunks)
+            located = pset.locate(chunks)  # candidate -> first chunk where it can match
             for pid in pids:
-                if pid in candidates:
-                    self._regex_hits(pid, chunks, values, details)
+                if pid in located:
+                    first = located[pid]
+                    self._regex_hits(pid, chunks[first:] if first else chunks, values, details)
         for (header, modifier), (pids, hset) in self._headers.items():
             value = view.header(header, modifier)
             chunk = [value.encode("utf-8", "replace")] if value is not None else []

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from email.utils import getaddresses, parsedate_to_datetime
 
+from . import headerchecks, htmltricks, language, mimestructure, uris
 from .message import MessageView
 
 EvalFn = Callable[[MessageView, tuple[str, ...]], tuple[int, str]]
@@ -88,4 +89,9 @@ EVALS: dict[str, EvalFn] = {
     "check_subject_all_caps": check_subject_all_caps,
     "check_header_count_range": check_header_count_range,
     "check_link_text_mismatch": check_link_text_mismatch,
+    **mimestructure.EVALS,
+    **htmltricks.EVALS,
+    **uris.EVALS,
+    **language.EVALS,
+    **headerchecks.EVALS,
 }

@@ -14,9 +14,17 @@ candidates. Without Hyperscan every pattern is a candidate: the `re` path.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import json
+import logging
+import os
+import platform
 import re
 import threading
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 _hs: Any
@@ -26,6 +34,49 @@ except ImportError:  # pragma: no cover - the wheel installs on our platforms
     _hs = None
 
 HYPERSCAN_AVAILABLE = _hs is not None
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+
+
+def _hyperscan_version() -> str:
+    try:
+        return metadata.version("hyperscan")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cache_key(chosen: Sequence[tuple[int, bytes, int]]) -> str:
+    """Names a compiled database: the patterns, ids and flags given to Hyperscan, its version, the CPU
+    architecture and our cache format. Any change in the rule set gives another key."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{_hyperscan_version()}|{platform.machine()}|".encode())
+    for pid, expression, flags in chosen:
+        digest.update(b"%d\0%d\0%d\0" % (pid, flags, len(expression)) + expression)
+    return digest.hexdigest()
+
+
+def _load_cached(path: Path) -> tuple[Any, list[tuple[int, bytes, int]]] | None:
+    """(database, the patterns it holds) from a cache file, or None (absent, stale or unreadable)."""
+    assert _hs is not None
+    try:
+        data = path.read_bytes()
+        head, _, blob = data.partition(b"\n")
+        kept = [(int(pid), b"", int(flags)) for pid, flags in json.loads(head)]
+        return _hs.loadb(blob, _hs.HS_MODE_BLOCK), kept
+    except (OSError, ValueError, TypeError, _hs.error) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("hyperscan cache %s unusable (%s): compiling", path, exc)
+        return None
+
+
+def _store_cached(path: Path, db: Any, kept: Sequence[tuple[int, bytes, int]]) -> None:
+    assert _hs is not None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(json.dumps([[pid, flags] for pid, _, flags in kept]).encode() + b"\n" + _hs.dumpb(db))
+        tmp.replace(path)  # atomic: a process starting meanwhile sees the old file or the new one
+    except (OSError, _hs.error) as exc:
+        log.warning("hyperscan cache %s not written: %s", path, exc)
 
 
 def strip_anchors(pattern: bytes) -> bytes:
@@ -104,22 +155,25 @@ def _hs_pattern(pattern: bytes, re_flags: int) -> bytes:
 
 
 class PatternSet:
-    def __init__(self, patterns: Sequence[tuple[int, bytes, int]], use_hyperscan: bool = True) -> None:
-        """`patterns`: (id, python pattern bytes, re flags)."""
+    def __init__(self, patterns: Sequence[tuple[int, bytes, int]], use_hyperscan: bool = True,
+                 cache_dir: Path | None = None) -> None:
+        """`patterns`: (id, python pattern bytes, re flags). With `cache_dir`, the compiled database is
+        kept there (keyed by `cache_key`) and loaded instead of compiled when present."""
         self.ids = [pid for pid, _, _ in patterns]
         self.always: set[int] = set(self.ids)
         self.exact = 0
         self.prefiltered = 0
         self._db: Any = None
         self._local = threading.local()
+        self.from_cache = False
         if use_hyperscan and HYPERSCAN_AVAILABLE and patterns:
-            self._compile(patterns)
+            self._compile(patterns, cache_dir)
 
     @property
     def accelerated(self) -> bool:
         return self._db is not None
 
-    def _compile(self, patterns: Sequence[tuple[int, bytes, int]]) -> None:
+    def _compile(self, patterns: Sequence[tuple[int, bytes, int]], cache_dir: Path | None = None) -> None:
         assert _hs is not None
         chosen: list[tuple[int, bytes, int]] = []
         for pid, pattern, re_flags in patterns:
@@ -131,7 +185,15 @@ class PatternSet:
             if _NEEDS_PREFILTER.search(bare):
                 flags |= _hs.HS_FLAG_PREFILTER
             chosen.append((pid, _hs_pattern(loose, re_flags), flags))
-        db = self._build(chosen)
+        cache_file = cache_dir / f"{cache_key(chosen)}.hsdb" if cache_dir is not None and chosen else None
+        cached = _load_cached(cache_file) if cache_file is not None else None
+        if cached is not None:
+            db, chosen = cached
+            self.from_cache = True
+        else:
+            db = self._build(chosen)
+            if db is not None and cache_file is not None:
+                _store_cached(cache_file, db, chosen)
         if db is None:
             return
         self._db = db
@@ -178,14 +240,31 @@ class PatternSet:
 
     def candidates(self, chunks: Sequence[bytes]) -> set[int]:
         """Ids of the patterns that may match one of `chunks` (a superset of the true matches)."""
+        return set(self.locate(chunks))
+
+    def locate(self, chunks: Sequence[bytes]) -> dict[int, int]:
+        """Candidate ids, each with the index of the first chunk where it can match.
+
+        Hyperscan (SINGLEMATCH, block mode) reports a pattern once, at its earliest match end. Its pattern
+        matches a superset of what `re` matches, so `re` cannot match in an earlier chunk: confirmation may
+        start at that chunk instead of the first (long bodies have hundreds of paragraphs)."""
         if self._db is None:
-            return set(self.ids)
-        found: set[int] = set(self.always)
+            return dict.fromkeys(self.ids, 0)
+        found: dict[int, int] = dict.fromkeys(self.always, 0)
+        ends: dict[int, int] = {}
 
         def on_match(pid: int, start: int, end: int, flags: int, context: object) -> None:
-            found.add(pid)
+            ends.setdefault(pid, end)
 
         buffer = b"\n".join(chunks)
         if buffer:  # patterns that can match empty input are never in the database: they are in `always`
             self._db.scan(buffer, match_event_handler=on_match, scratch=self._scratch())
+        if ends:
+            starts: list[int] = []
+            offset = 0
+            for chunk in chunks:
+                starts.append(offset)
+                offset += len(chunk) + 1
+            for pid, end in ends.items():
+                found[pid] = max(0, bisect.bisect_right(starts, end - 1) - 1)
         return found

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses
+from typing import Any
 
 from mailgw_libs import mime
 
@@ -71,9 +72,34 @@ def _unfold(value: str) -> str:
 
 
 def _decode_value(value: str) -> str:
+    if value.isascii() and "=?" not in value:
+        return _unfold(value).strip()  # nothing to decode (most headers): same result, far cheaper
     holder = Message()
     holder["X"] = value
     return _unfold(mime.decoded_header(holder, "X"))
+
+
+@dataclass(frozen=True)
+class MimeNode:
+    depth: int
+    content_type: str        # lower case, as parsed ("text/plain" when absent or invalid)
+    declared_type: str       # the Content-Type value as written (empty when absent)
+    filename: str
+    disposition: str         # "attachment", "inline" or ""
+    charset: str             # declared charset parameter, lower case ("" when none)
+    encoding: str            # Content-Transfer-Encoding, lower case
+    multipart: bool
+    size: int                # bytes of the raw (undecoded) payload of a leaf
+    defects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextPart:
+    content_type: str        # text/plain or text/html
+    charset: str             # declared charset ("" when none)
+    text: str                # decoded with the declared charset (replacement on errors)
+    payload: bytes           # transfer-decoded bytes (bounded)
+    in_alternative: bool     # a child of multipart/alternative
 
 
 @dataclass
@@ -86,6 +112,14 @@ class MessageView:
     part_headers: list[list[tuple[str, str]]] = field(default_factory=list)  # MIME parts (mimeheader)
     html_links: list[tuple[str, str]] = field(default_factory=list)  # (href, visible text) of <a> tags
     msg: Message | None = None
+    # Every MIME node (containers too), in order, for the structure checks (mimestructure.py).
+    nodes: list[MimeNode] = field(default_factory=list)
+    # The decoded text parts (text/plain, text/html without file name), for HTML, charset and language checks.
+    text_parts: list[TextPart] = field(default_factory=list)
+    # Languages a message may be written in (ISO 639-1 codes); "all" accepts every language.
+    ok_languages: tuple[str, ...] = ("all",)
+    # Results the eval checks share (an analysis is done once per message, whatever number of rules use it).
+    memo: dict[str, Any] = field(default_factory=dict)
     _cache: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def header(self, name: str, modifier: str = "") -> str | None:
@@ -96,8 +130,13 @@ class MessageView:
         return self._cache[key]
 
     def _values(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for n, v in self.headers if n.lower() == lname]
+        index = self.memo.get("header_index")
+        if index is None:
+            index = self.memo["header_index"] = {}
+            for n, v in self.headers:
+                index.setdefault(n.lower(), []).append(v)
+        values: list[str] = index.get(name.lower(), [])
+        return values
 
     def _header(self, name: str, modifier: str) -> str | None:
         raw_mode = "raw" in modifier
@@ -110,6 +149,8 @@ class MessageView:
         elif name == "MESSAGEID":
             values = (self._values("Message-Id") + self._values("Resent-Message-Id")
                       + self._values("X-Message-Id"))
+        elif name == "MIMETREE":
+            return fingerprint(self.nodes) + "\n" if self.nodes else None
         elif name == "EnvelopeFrom":
             values = self._values("Return-Path") or self._values("X-Envelope-From")
         else:
@@ -158,57 +199,112 @@ def _paragraphs(text: str) -> list[str]:
     return [" ".join(p.split()) for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
 
 
-def _safe_parts(msg: Message, max_parts: int) -> list[tuple[mime.Part, list[tuple[str, str]]]]:
-    out: list[tuple[mime.Part, list[tuple[str, str]]]] = []
+def fingerprint(nodes: list[MimeNode], limit: int = 60) -> str:
+    """The part tree as one line, e.g. `multipart/alternative(text/plain,text/html)`: a stable
+    fingerprint of how the message is built (header rules match it as the `MIMETREE` pseudo-header)."""
+    out: list[str] = []
+    depth_stack: list[int] = []
+    for node in nodes[:limit]:
+        while depth_stack and depth_stack[-1] >= node.depth:
+            depth_stack.pop()
+            out.append(")")
+        if out and out[-1] not in ("(",):
+            out.append(",")
+        out.append(node.content_type + ("[att]" if node.filename or node.disposition == "attachment" else ""))
+        if node.multipart:
+            out.append("(")
+            depth_stack.append(node.depth)
+    out.extend(")" for _ in depth_stack)
+    text = "".join(out).replace(",)", ")").replace("(,", "(")
+    return text + (",..." if len(nodes) > limit else "")
+
+
+_CHARSET_PARAM = re.compile(r"""\bcharset\s*=\s*["']?([^"';\s]{1,64})""", re.IGNORECASE)
+
+
+def _charset_param(content_type: str) -> str:
+    m = _CHARSET_PARAM.search(content_type)
+    return m.group(1).lower() if m else ""
+
+
+def _node(part: Message, depth: int) -> MimeNode:
     try:
-        walker = list(_walk(msg, max_parts * 4))
-    except RecursionError:
-        walker = [msg]
-    for part in walker:
-        if part.is_multipart():
-            continue
-        if len(out) >= max_parts:
-            break
-        for leaf in mime.leaf_parts(part, 1):
-            out.append((leaf, [(str(k), str(v)) for k, v in part.items()]))
-    return out
+        filename = str(part.get_filename() or "")
+    except (ValueError, TypeError, LookupError):
+        filename = ""
+    try:
+        disposition = (part.get_content_disposition() or "").lower()
+    except (ValueError, TypeError, LookupError):
+        disposition = ""
+    multipart = part.is_multipart()
+    payload = part.get_payload() if not multipart else None
+    declared = str(part.get("Content-Type", "") or "")[:1000]
+    return MimeNode(
+        depth=depth, content_type=part.get_content_type().lower(),
+        declared_type=declared[:200], filename=filename[:200],
+        disposition=disposition, charset=_charset_param(declared),
+        encoding=str(part.get("Content-Transfer-Encoding", "") or "").strip().lower()[:40],
+        multipart=multipart, size=len(payload) if isinstance(payload, str) else 0,
+        defects=tuple(type(d).__name__ for d in part.defects[:10]))
 
 
-def _walk(msg: Message, limit: int) -> list[Message]:
-    """Message.walk without recursion (hostile nesting) and with a bound on the parts visited."""
-    out: list[Message] = []
-    stack = [msg]
+def _tree(msg: Message, limit: int) -> list[tuple[Message, int, bool]]:
+    """(part, depth, parent is multipart/alternative) for every node, without recursion, bounded."""
+    out: list[tuple[Message, int, bool]] = []
+    stack: list[tuple[Message, int, bool]] = [(msg, 0, False)]
     while stack and len(out) < limit:
-        part = stack.pop()
-        out.append(part)
+        part, depth, in_alt = stack.pop()
+        out.append((part, depth, in_alt))
         payload = part.get_payload() if part.is_multipart() else None
         if isinstance(payload, list):
-            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+            alt = part.get_content_type().lower() == "multipart/alternative"
+            stack.extend((p, depth + 1, alt) for p in reversed(payload) if isinstance(p, Message))
     return out
 
 
-def build(raw: bytes, max_chars: int = 1_000_000, msg: Message | None = None) -> MessageView:
+def _text_parts(tree: list[tuple[Message, int, bool]], nodes: list[MimeNode], max_chars: int) -> list[TextPart]:
+    out: list[TextPart] = []
+    total = 0
+    for (part, _, in_alt), node in zip(tree, nodes, strict=False):
+        if node.multipart or node.filename or node.content_type not in ("text/plain", "text/html"):
+            continue
+        if total >= max_chars:
+            break
+        leaf = mime.leaf_parts(part, 1)
+        if not leaf:
+            continue
+        payload = leaf[0].payload[: max_chars - total]
+        text = payload.decode(leaf[0].charset, "replace")
+        total += len(payload)
+        out.append(TextPart(node.content_type, node.charset, text, payload, in_alt))
+    return out
+
+
+def build(raw: bytes, max_chars: int = 1_000_000, msg: Message | None = None,
+          ok_languages: tuple[str, ...] = ("all",)) -> MessageView:
     if msg is None:
         msg = mime.parse(raw)
     headers = [(str(k), str(v)) for k, v in msg.items()]
-    view = MessageView(raw=raw[: max_chars * 4], headers=headers, msg=msg)
+    view = MessageView(raw=raw[: max_chars * 4], headers=headers, msg=msg, ok_languages=ok_languages)
+    tree = _tree(msg, MAX_PARTS * 4)
+    view.nodes = [_node(part, depth) for part, depth, _ in tree]
+    view.memo["tree"] = tree
+    view.text_parts = _text_parts(tree, view.nodes, max_chars)
     subject = view.header("Subject") or ""
     texts: list[str] = []
     raw_lines: list[str] = []
     uris: list[str] = []
-    total = 0
-    for part, part_headers in _safe_parts(msg, MAX_PARTS):
-        view.part_headers.append(part_headers)
-        if part.content_type not in ("text/plain", "text/html") or part.filename or total >= max_chars:
-            continue
-        text = part.text()[: max_chars - total]
-        total += len(text)
+    view.part_headers = [[(str(k), str(v)) for k, v in part.items()]
+                         for part, _, _ in tree if not part.is_multipart()][:MAX_PARTS]
+    for text_part in view.text_parts:
+        text = text_part.text
         raw_lines.extend(text.splitlines())
-        is_html = part.content_type == "text/html"
+        is_html = text_part.content_type == "text/html"
         uris += extract_uris(text, html_source=is_html)
         if is_html:
             view.html_links += _anchors(text, MAX_LINKS - len(view.html_links))
         texts.append(mime.html_to_text(text) if is_html else text)
+    view.memo["part_plain"] = texts  # the visible text of each text part, in view.text_parts order
     paragraphs = ([" ".join(subject.split())] if subject.strip() else []) + [
         p for t in texts for p in _paragraphs(t)]
     view.body = [p.encode("utf-8", "replace") for p in paragraphs]

@@ -1,0 +1,159 @@
+"""Header consistency tests (`eval:`) that compare headers with each other, and Hashcash stamps.
+
+Hashcash (hashcash.org, version 1 stamps `1:bits:date:resource:ext:rand:counter`): the SHA-1 of the stamp
+starts with `bits` zero bits, which costs the sender about 2^bits hashes. A valid stamp for one of the
+message's recipients, dated recently, is evidence of a real sender; we check all of that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses, parsedate_to_datetime
+
+from .message import MessageView
+
+EvalResult = tuple[int, str]
+
+MAX_STAMPS = 10
+MAX_STAMP_CHARS = 512
+HASHCASH_MAX_AGE = timedelta(days=28)
+
+
+def _date(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _received_time(view: MessageView) -> datetime | None:
+    """When our side (the topmost Received header) got the message."""
+    for name, value in view.headers:
+        if name.lower() == "received":
+            _, _, stamp = value.rpartition(";")
+            return _date(" ".join(stamp.split())) if stamp else None
+    return None
+
+
+def check_date_skew(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    """check_date_skew(future_hours, past_hours): Date is more than `future_hours` after (or, if past_hours
+    is not negative, more than `past_hours` before) the topmost Received time. A negative bound is off."""
+    future, past = (float(args[0]), float(args[1])) if len(args) == 2 else (24.0, -1.0)
+    date = _date(view.header("Date", "raw") or "")
+    received = _received_time(view)
+    if date is None or received is None:
+        return 0, ""
+    hours = (date - received).total_seconds() / 3600
+    if future >= 0 and hours > future:
+        return 1, f"Date {hours:.0f} h after receipt"
+    if past >= 0 and -hours > past:
+        return 1, f"Date {-hours:.0f} h before receipt"
+    return 0, ""
+
+
+def _addresses(view: MessageView, name: str) -> list[str]:
+    return [a.lower() for _, a in getaddresses([view.header(name) or ""]) if "@" in a]
+
+
+def check_to_equals_from(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    sender, to = _addresses(view, "From"), _addresses(view, "To")
+    if sender and len(to) == 1 and to[0] == sender[0] and not view.exists("List-Id"):
+        return 1, to[0]
+    return 0, ""
+
+
+def check_re_without_references(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    subject = view.header("Subject") or ""
+    if "[" in subject:  # a list tag: digests and list gateways drop the reply headers
+        return 0, ""
+    if re.match(r"\s*re\s*:", subject, re.IGNORECASE) and not (
+            view.exists("In-Reply-To") or view.exists("References") or view.exists("Thread-Index")
+            or view.exists("List-Id") or view.exists("Thread-Topic") or view.exists("Mailing-List")
+            or view.exists("List-Unsubscribe")):
+        return 1, subject.strip()[:80]
+    return 0, ""
+
+
+def check_msmail_priority_without_outlook(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    if not view.exists("X-MSMail-Priority"):
+        return 0, ""
+    mailer = (view.header("X-Mailer") or "") + (view.header("User-Agent") or "")
+    # webmail (SquirrelMail and others) writes the Outlook priority headers too
+    if not mailer.strip() or re.search(r"outlook|microsoft|mimeole|exchange|entourage|windows|squirrelmail|webmail",
+                                       mailer, re.IGNORECASE):
+        return 0, ""
+    return 1, mailer.strip()[:60] or "no X-Mailer"
+
+
+def check_mime_version_missing(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    ctype = (view.header("Content-Type") or "").lower()
+    if ctype and not ctype.startswith("text/plain") and not view.exists("MIME-Version"):
+        return 1, ctype.split(";")[0].strip()
+    return 0, ""
+
+
+def check_priority_bulk_combo(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    priority = (view.header("X-Priority") or "").strip()
+    ctype = (view.header("Content-Type") or "").lower()
+    if priority.startswith("1") and "html" in ctype and not view.exists("List-Id"):
+        return 1, "X-Priority 1 on HTML mail"
+    return 0, ""
+
+
+def check_two_mailers(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    mailer, agent = view.header("X-Mailer"), view.header("User-Agent")
+    if not mailer or not agent:
+        return 0, ""
+    a, b = mailer.split()[:1], agent.split()[:1]
+    if a and b and a[0].split("/")[0].lower() != b[0].split("/")[0].lower():
+        return 1, f"{a[0]} / {b[0]}"
+    return 0, ""
+
+
+def hashcash_bits(stamp: str, recipients: set[str], now: datetime) -> int:
+    """Value in bits of a version 1 stamp for one of `recipients`, 0 when it is not valid for them now."""
+    stamp = "".join(stamp.split())[:MAX_STAMP_CHARS]
+    fields = stamp.split(":")
+    if len(fields) != 7 or fields[0] != "1" or not fields[1].isdigit():
+        return 0
+    claimed, date, resource = int(fields[1]), fields[2], fields[3].lower()
+    if resource not in recipients or not 0 < claimed <= 160:
+        return 0
+    try:
+        when = datetime.strptime(date[:6], "%y%m%d").replace(tzinfo=UTC)
+    except ValueError:
+        return 0
+    if not (now - HASHCASH_MAX_AGE <= when <= now + timedelta(days=2)):
+        return 0
+    digest = int.from_bytes(hashlib.sha1(stamp.encode("ascii", "replace")).digest(), "big")
+    leading = 160 - digest.bit_length()
+    return claimed if leading >= claimed else 0
+
+
+def check_hashcash_value(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    """check_hashcash_value(min_bits, max_bits): the best valid stamp is worth min..max bits."""
+    low, high = (int(args[0]), int(args[1])) if len(args) == 2 else (20, 160)
+    stamps = [v for n, v in view.headers if n.lower() in ("x-hashcash", "hashcash")][:MAX_STAMPS]
+    if not stamps:
+        return 0, ""
+    recipients = set(_addresses(view, "To") + _addresses(view, "Cc"))
+    now = _received_time(view) or datetime.now(UTC)
+    best = max(hashcash_bits(s, recipients, now) for s in stamps)
+    return (1, f"{best} bits") if low <= best <= high else (0, "")
+
+
+EVALS = {
+    "check_date_skew": check_date_skew,
+    "check_to_equals_from": check_to_equals_from,
+    "check_re_without_references": check_re_without_references,
+    "check_msmail_priority_without_outlook": check_msmail_priority_without_outlook,
+    "check_mime_version_missing": check_mime_version_missing,
+    "check_priority_bulk_combo": check_priority_bulk_combo,
+    "check_two_mailers": check_two_mailers,
+    "check_hashcash_value": check_hashcash_value,
+}
