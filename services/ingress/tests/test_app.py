@@ -16,9 +16,11 @@ def test_defaults_follow_pmg() -> None:
     assert settings.greylist_retry_window_s == 2 * 86400 and settings.greylist_whitelist_s == 36 * 86400
 
 
-async def test_no_redis_check_when_greylisting_and_rates_are_off() -> None:
-    runtime = build(IngressSettings(greylisting=False, http_port=free_port()))
-    assert "redis" not in runtime.checks
+async def test_redis_not_used_when_greylisting_and_rates_are_off() -> None:
+    # The check exists (a configuration version may turn greylisting on) and says Redis is not in use.
+    runtime = build(IngressSettings(greylisting=False, redis_url=f"redis://127.0.0.1:{free_port()}/0",
+                                    http_port=free_port()))
+    assert await runtime.checks["redis"]() == (True, "not used by the policy in force")
 
 
 async def test_redis_down_degrades_but_keeps_ingress_ready() -> None:

@@ -124,6 +124,8 @@ class Dnsbl(Section):
     sites: list[DnsblSite] = Field(default_factory=list, max_length=100)
     # A client whose summed weight reaches this is rejected.
     threshold: int = Field(default=1, ge=1, le=1000)
+    # When no list answered at all: accept (log and go on) or tempfail (421, the client retries later).
+    on_dns_failure: Literal["accept", "tempfail"] = "accept"
 
     @model_validator(mode="after")
     def _distinct_zones(self) -> Self:
@@ -187,6 +189,10 @@ class IngressPolicy(Section):
     blocklist: list[SmtpListEntry] = Field(default_factory=list, max_length=100_000)
     # Senders of these domains must use STARTTLS.
     tls_required_sender_domains: list[DomainName] = Field(default_factory=list, max_length=100_000)
+    # Before-queue mode: after DATA wait up to `before_queue_deadline_s` for the rules' decision and answer 550
+    # when every recipient is blocked; past the deadline (or off) the message is accepted (after-queue).
+    before_queue: bool = False
+    before_queue_deadline_s: float = Field(default=30.0, gt=0, le=600)
 
 
 class Bayes(Section):

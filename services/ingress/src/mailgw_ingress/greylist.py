@@ -40,26 +40,28 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OS
 GREYLISTED_REPLY = "451 4.7.1 Greylisted, please try again later"
 
 
-def client_network(client_ip: str) -> str:
-    """The /24 (IPv4) or /64 (IPv6) network of a client, as text; the raw string if it is no IP."""
+def client_network(client_ip: str, netmask_v4: int = 24, netmask_v6: int = 64) -> str:
+    """The /24 (IPv4) or /64 (IPv6) network of a client (or the given netmasks), as text; the raw string if it
+    is no IP."""
     ip = parse_ip(client_ip)
     if ip is None:
         return client_ip.strip().lower()
-    prefix = 24 if ip.version == 4 else 64
+    prefix = netmask_v4 if ip.version == 4 else netmask_v6
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 @dataclass(frozen=True)
 class GreylistDecision:
     allowed: bool
-    # "new", "early", "expired-retry", "passed", "whitelisted", "fail-open"
+    # "new", "early", "expired-retry", "passed", "whitelisted", "fail-open", "ipv6-exempt"
     state: str
 
 
 class GreylistPolicy:
     def __init__(self, redis: aioredis.Redis, prefix: str = "mailgw:ingress:", delay_s: float = 180.0,
                  retry_window_s: float = 2 * 86400.0, whitelist_s: float = 36 * 86400.0,
-                 clock: Clock = time.time, breaker: Breaker | None = None) -> None:
+                 clock: Clock = time.time, breaker: Breaker | None = None, *, netmask_v4: int = 24,
+                 netmask_v6: int = 64, ipv6: bool = True) -> None:
         self.redis = redis
         self.prefix = prefix
         self.delay_s = delay_s
@@ -67,14 +69,22 @@ class GreylistPolicy:
         self.whitelist_s = whitelist_s
         self.clock = clock
         self.breaker = breaker or Breaker()
+        self.netmask_v4 = netmask_v4
+        self.netmask_v6 = netmask_v6
+        # False: IPv6 clients are not greylisted (PMG's default: their addresses change too often to retry from).
+        self.ipv6 = ipv6
 
     def triplet_key(self, client_ip: str, sender: str, rcpt: str) -> str:
-        triplet = f"{client_network(client_ip)}\0{sender.strip().lower()}\0{rcpt.strip().lower()}"
+        network = client_network(client_ip, self.netmask_v4, self.netmask_v6)
+        triplet = f"{network}\0{sender.strip().lower()}\0{rcpt.strip().lower()}"
         # Hashed: addresses may be long or hold any byte; the key stays short and safe.
         return hashlib.sha256(triplet.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
     async def check(self, client_ip: str, sender: str, rcpt: str) -> GreylistDecision:
-        if self.breaker.is_open():
+        ip = parse_ip(client_ip)
+        if not self.ipv6 and ip is not None and ip.version == 6:
+            decision = GreylistDecision(True, "ipv6-exempt")
+        elif self.breaker.is_open():
             POLICY_FAIL_OPEN.labels("greylist").inc()
             decision = GreylistDecision(True, "fail-open")
         else:

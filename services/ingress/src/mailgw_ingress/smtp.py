@@ -28,6 +28,7 @@ from .beforequeue import ActionWaiter, all_blocked
 from .dnsbl import ConnectionDnsbl, DnsblDecision
 from .greylist import GREYLISTED_REPLY, GreylistPolicy
 from .hostchecks import DnsTrouble, HostChecks, Refusal
+from .policy import SmtpPolicy
 from .ratelimit import RateLimiter
 from .recipients import Known, RecipientVerifier
 from .relay import RelayPolicy, normalise_domain
@@ -74,9 +75,15 @@ class GatewaySMTP(SMTP):
         self.line_length_limit = max_line_bytes
         super().__init__(handler, **kwargs)
         self.gateway = handler
+        # The policy this session is judged by: the one in force at connection, renewed at each MAIL FROM.
+        self.policy = handler.current
         self.data_timeout_s = data_timeout_s
-        self.max_errors = max_errors
-        self.pregreet_delay_s = pregreet_delay_s
+        self.max_errors = max_errors if self.policy.max_errors is None else self.policy.max_errors
+        self.pregreet_delay_s = pregreet_delay_s if self.policy.pregreet_delay_s is None \
+            else self.policy.pregreet_delay_s
+        # The configuration can lower the listener's size limit (advertised in EHLO SIZE), never raise it.
+        self.data_size_limit = min(self.data_size_limit or self.policy.max_message_bytes,
+                                   self.policy.max_message_bytes)
         self.errors = 0
         self.client_ip = ""
         # Results of the connection-time lookups and of the current transaction's SPF check.
@@ -104,7 +111,7 @@ class GatewaySMTP(SMTP):
     async def _handle_client(self) -> None:
         refusal = self.gateway.connect_refusal(self)
         lookups: asyncio.Task[str | None] | None = None
-        if refusal is None and self.gateway.has_connection_lookups:
+        if refusal is None and self.policy.has_connection_lookups:
             # DNS lists and reverse DNS run while the pregreet test waits (postscreen does the same).
             lookups = asyncio.ensure_future(self.gateway.connection_lookups(self))
         if refusal is None and self.pregreet_delay_s > 0:
@@ -145,7 +152,7 @@ class GatewaySMTP(SMTP):
 
     async def _talked_over_greeting(self, command: str) -> bool:
         """RFC 2920: a client waits for the HELO/EHLO reply; one that sends more commands first is a bot."""
-        if not self.gateway.reject_pipelined_greeting or not self._reader._buffer:  # type: ignore[attr-defined]
+        if not self.policy.reject_pipelined_greeting or not self._reader._buffer:  # type: ignore[attr-defined]
             return False
         reply = self.gateway.refuse_connection(self, 554, f"commands pipelined before the {command} reply",
                                                "pipelining", "554 5.5.1 Protocol error: pipelining not allowed here")
@@ -195,6 +202,11 @@ class GatewaySMTP(SMTP):
 
 
 class IngressHandler:
+    """The gateway's answers to SMTP commands, under the `SmtpPolicy` in force (`current`, swapped by `replace`).
+
+    The keyword arguments build the first policy (tests, benchmarks); the service replaces it from the
+    environment and the central configuration."""
+
     def __init__(self, policy: RelayPolicy, publish: Publisher, on_event: EventSink, hostname: str,
                  max_recipients: int, max_message_bytes: int, *, welcomelist: AccessList | None = None,
                  blocklist: AccessList | None = None, greylist: GreylistPolicy | None = None,
@@ -205,35 +217,31 @@ class IngressHandler:
                  greylist_spf_pass_bypass: bool = False, recipients: RecipientVerifier | None = None,
                  actions: ActionWaiter | None = None, before_queue_deadline_s: float = 30.0,
                  reject_pipelined_greeting: bool = True) -> None:
-        # Relay control comes first at RCPT and nothing below can override it.
-        self.policy = policy
         self.publish = publish
         self.on_event = on_event
         self.hostname = hostname
-        self.max_recipients = max_recipients
-        self.max_message_bytes = max_message_bytes
-        self.welcomelist = welcomelist or AccessList()
-        self.blocklist = blocklist or AccessList()
-        self.greylist = greylist
-        self.rates = rates
-        self.max_connections_per_ip = max_connections_per_ip
-        self.messages_per_minute_per_ip = messages_per_minute_per_ip
-        self.messages_per_minute_per_sender = messages_per_minute_per_sender
-        self.tls_required_sender_domains = frozenset(normalise_domain(d) for d in tls_required_sender_domains or [])
         self.connections: dict[str, int] = {}
-        self.dnsbl = dnsbl
-        self.hostchecks = hostchecks
-        self.spf = spf
-        self.spf_reject_fail = spf_reject_fail
-        self.greylist_spf_pass_bypass = greylist_spf_pass_bypass
-        self.recipients = recipients
+        # The reader of mail.actions (infrastructure, not policy): used when the policy says before-queue.
         self.actions = actions
-        self.before_queue_deadline_s = before_queue_deadline_s
-        self.reject_pipelined_greeting = reject_pipelined_greeting
+        self.current = SmtpPolicy(
+            relay=policy, max_recipients=max_recipients, max_message_bytes=max_message_bytes,
+            welcomelist=welcomelist or AccessList(), blocklist=blocklist or AccessList(), greylist=greylist,
+            rates=rates, max_connections_per_ip=max_connections_per_ip,
+            messages_per_minute_per_ip=messages_per_minute_per_ip,
+            messages_per_minute_per_sender=messages_per_minute_per_sender,
+            tls_required_sender_domains=frozenset(normalise_domain(d) for d in tls_required_sender_domains or []),
+            dnsbl=dnsbl, hostchecks=hostchecks, spf=spf, spf_reject_fail=spf_reject_fail,
+            greylist_spf_pass_bypass=greylist_spf_pass_bypass, recipients=recipients,
+            before_queue=actions is not None, before_queue_deadline_s=before_queue_deadline_s,
+            reject_pipelined_greeting=reject_pipelined_greeting)
 
-    @property
-    def has_connection_lookups(self) -> bool:
-        return self.dnsbl is not None or self.hostchecks is not None
+    def replace(self, policy: SmtpPolicy) -> None:
+        """Put `policy` in force at once: new connections and the next transaction of open sessions use it."""
+        self.current = policy
+
+    def policy_of(self, server: SMTP) -> SmtpPolicy:
+        """The policy a session is judged by (the one in force for a server that is not a GatewaySMTP)."""
+        return server.policy if isinstance(server, GatewaySMTP) else self.current
 
     def _refuse(self, session: Session, envelope: Envelope, code: int, reason: str, check: str,
                 rcpt: str = "", sender: str | None = None) -> None:
@@ -258,9 +266,10 @@ class IngressHandler:
             self.connections.pop(client_ip, None)
         OPEN_CONNECTIONS.dec()
 
-    def exempt(self, client_ip: str, sender: str | None = None) -> bool:
+    @staticmethod
+    def exempt(p: SmtpPolicy, client_ip: str, sender: str | None = None) -> bool:
         """Welcomelisted or trusted clients skip greylisting and the rate limits."""
-        return self.policy.is_trusted(client_ip) or self.welcomelist.listed(client_ip, sender)
+        return p.relay.is_trusted(client_ip) or p.welcomelist.listed(client_ip, sender)
 
     def refuse_connection(self, server: SMTP, code: int, reason: str, check: str, reply: str) -> str:
         assert server.session is not None and server.envelope is not None
@@ -270,12 +279,13 @@ class IngressHandler:
     def connect_refusal(self, server: SMTP) -> str | None:
         """The reply that ends a new connection before the banner, or None to go on."""
         assert server.session is not None
+        p = self.policy_of(server)
         ip = _peer_ip(server.session)
-        if self.blocklist.client_listed(ip) and not self.welcomelist.client_listed(ip):
+        if p.blocklist.client_listed(ip) and not p.welcomelist.client_listed(ip):
             return self.refuse_connection(server, 554, "client blocklisted", "blocklist",
                                           "554 5.7.1 Client host rejected: blocklisted")
-        if (self.max_connections_per_ip > 0 and self.connections.get(ip, 0) > self.max_connections_per_ip
-                and not self.exempt(ip)):
+        if (p.max_connections_per_ip > 0 and self.connections.get(ip, 0) > p.max_connections_per_ip
+                and not self.exempt(p, ip)):
             return self.refuse_connection(server, 421, "too many connections", "max_connections",
                                           "421 4.7.0 Too many connections from your IP, try again later")
         return None
@@ -283,19 +293,20 @@ class IngressHandler:
     async def connection_lookups(self, server: GatewaySMTP) -> str | None:
         """DNS lists and reverse DNS of a new client; the reply that refuses it, or None."""
         ip = server.client_ip
-        exempt = self.exempt(ip)
+        p = server.policy
+        exempt = self.exempt(p, ip)
 
         async def reverse() -> None:
-            if self.hostchecks is None:
+            if p.hostchecks is None:
                 return
             try:
-                server.rdns = await self.hostchecks.reverse_name(ip)
+                server.rdns = await p.hostchecks.reverse_name(ip)
             except DnsTrouble:
                 server.rdns = None
 
         async def lists() -> None:
-            if self.dnsbl is not None and not exempt:
-                server.dnsbl = await self.dnsbl.decide(ip)
+            if p.dnsbl is not None and not exempt:
+                server.dnsbl = await p.dnsbl.decide(ip)
 
         await asyncio.gather(reverse(), lists())
         decision = server.dnsbl
@@ -306,21 +317,22 @@ class IngressHandler:
     async def sender_refusal(self, server: SMTP, session: Session, sender: str) -> Refusal | None:
         """HELO, reverse DNS, sender domain and SPF checks of a transaction (untrusted clients only)."""
         gateway = server if isinstance(server, GatewaySMTP) else None
+        p = self.policy_of(server)
         helo = session.host_name or ""
         ip = _peer_ip(session)
         sender = "" if sender == "<>" else sender  # aiosmtpd hands the null sender over as "<>"
-        if self.hostchecks is not None:
-            refusal = self.hostchecks.check_helo(helo)
+        if p.hostchecks is not None:
+            refusal = p.hostchecks.check_helo(helo)
             if refusal is None and gateway is not None:
-                refusal = self.hostchecks.check_rdns(ip, gateway.rdns)
+                refusal = p.hostchecks.check_rdns(ip, gateway.rdns)
             if refusal is None:
-                refusal = await self.hostchecks.check_sender_domain(sender)
+                refusal = await p.hostchecks.check_sender_domain(sender)
             if refusal is not None:
                 return refusal
-        if self.spf is not None and gateway is not None:
-            outcome = await self.spf.check(ip, sender, helo)
+        if p.spf is not None and gateway is not None:
+            outcome = await p.spf.check(ip, sender, helo)
             gateway.spf = outcome
-            if outcome.result == "fail" and self.spf_reject_fail:
+            if outcome.result == "fail" and p.spf_reject_fail:
                 who = f"<{sender}>" if sender else f"HELO {helo}"
                 return Refusal(550, f"550 5.7.23 {_printable(who)}: Sender address rejected: SPF fail - "
                                     f"not authorized by {_printable(outcome.domain)}",
@@ -337,27 +349,30 @@ class IngressHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
+        if isinstance(server, GatewaySMTP):
+            server.policy = self.current  # a new transaction: the policy in force now judges it to its end
+        p = self.policy_of(server)
         ip = _peer_ip(session)
-        if self.blocklist.sender_listed(address) and not self.welcomelist.listed(ip, address):
+        if p.blocklist.sender_listed(address) and not p.welcomelist.listed(ip, address):
             self._refuse(session, envelope, 554, "sender blocklisted", "blocklist")
             return f"554 5.7.1 <{address}>: Sender address rejected: blocklisted"
-        if self.tls_required_sender_domains and not session.ssl:
+        if p.tls_required_sender_domains and not session.ssl:
             domain = normalise_domain(address.rpartition("@")[2])
-            if domain in self.tls_required_sender_domains:
+            if domain in p.tls_required_sender_domains:
                 self._refuse(session, envelope, 530, f"TLS required for sender domain {domain}", "tls_required")
                 return "530 5.7.0 Must issue a STARTTLS command first"
         if isinstance(server, GatewaySMTP):
             server.spf = None
-        if not self.exempt(ip, address):
+        if not self.exempt(p, ip, address):
             refusal = await self.sender_refusal(server, session, address)
             if refusal is not None:
                 self._refuse(session, envelope, refusal.code, refusal.reason, refusal.check, sender=address)
                 return refusal.reply
-        if self.rates is not None and not self.exempt(ip, address):
-            counters = {"client": (ip, self.messages_per_minute_per_ip)}
+        if p.rates is not None and not self.exempt(p, ip, address):
+            counters = {"client": (ip, p.messages_per_minute_per_ip)}
             if address and address != "<>":  # bounces (null sender, "<>" from aiosmtpd) come from everywhere: no counter
-                counters["sender"] = (address, self.messages_per_minute_per_sender)
-            over = await self.rates.hit(counters)
+                counters["sender"] = (address, p.messages_per_minute_per_sender)
+            over = await p.rates.hit(counters)
             if over is not None:
                 envelope.mail_from = address  # so that the event names the sender
                 self._refuse(session, envelope, 451, f"message rate limit per {over} exceeded", "rate")
@@ -371,25 +386,28 @@ class IngressHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        if len(envelope.rcpt_tos) >= self.max_recipients:
+        p = self.policy_of(server)
+        if len(envelope.rcpt_tos) >= p.max_recipients:
             self._refuse(session, envelope, 452, "too many recipients", "max_recipients", address)
             return "452 4.5.3 Too many recipients"
         ip = _peer_ip(session)
-        decision = self.policy.check_recipient(ip, address)
+        decision = p.relay.check_recipient(ip, address)
         if not decision.allowed:
             self._refuse(session, envelope, 554, decision.reason, "relay", address)
             return f"554 5.7.1 <{address}>: {decision.reason}"
-        if self.recipients is not None and self._is_local(address):
-            known, source = await self.recipients.verify(address)
+        if p.recipients is not None and self._is_local(p, address):
+            known, source = await p.recipients.verify(address)
             if known is Known.UNKNOWN:
-                self._refuse(session, envelope, 550, f"unknown recipient ({source})", "recipient", address)
-                return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+                code = p.unknown_recipient_code
+                self._refuse(session, envelope, code, f"unknown recipient ({source})", "recipient", address)
+                return f"{code} {code // 100}.1.1 <{address}>: Recipient address rejected: User unknown"
             if known is Known.TEMPFAIL:
                 self._refuse(session, envelope, 451, f"recipient verification unavailable ({source})", "recipient",
                              address)
                 return f"451 4.3.0 <{address}>: Recipient address verification temporarily unavailable"
-        if self.greylist is not None and not self.exempt(ip, envelope.mail_from) and not self._greylist_bypass(server):
-            grey = await self.greylist.check(ip, envelope.mail_from or "", address)
+        if p.greylist is not None and not self.exempt(p, ip, envelope.mail_from) \
+                and not self._greylist_bypass(p, server):
+            grey = await p.greylist.check(ip, envelope.mail_from or "", address)
             if not grey.allowed:
                 self._refuse(session, envelope, 451, f"greylisted ({grey.state})", "greylist", address)
                 return GREYLISTED_REPLY
@@ -397,27 +415,30 @@ class IngressHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
 
-    def _is_local(self, address: str) -> bool:
-        parts = self.policy.split_address(address)
-        return parts is not None and parts[1] in self.policy.relay_domains
+    @staticmethod
+    def _is_local(p: SmtpPolicy, address: str) -> bool:
+        parts = p.relay.split_address(address)
+        return parts is not None and parts[1] in p.relay.relay_domains
 
-    def _greylist_bypass(self, server: SMTP) -> bool:
+    @staticmethod
+    def _greylist_bypass(p: SmtpPolicy, server: SMTP) -> bool:
         if not isinstance(server, GatewaySMTP):
             return False
         if server.dnsbl is not None and server.dnsbl.allowlisted:
             return True  # a DNS allowlist vouches for the client (postscreen's dnsbl allowlisting)
-        return self.greylist_spf_pass_bypass and server.spf is not None and server.spf.result == "pass"
+        return p.greylist_spf_pass_bypass and server.spf is not None and server.spf.result == "pass"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        p = self.policy_of(server)
         raw = envelope.original_content or b""
-        if len(raw) > self.max_message_bytes:
+        if len(raw) > p.max_message_bytes:
             self._refuse(session, envelope, 552, "message too big", "size")
             return "552 5.3.4 Message size exceeds fixed limit"
         message_id = new_message_id()
         received_at = utcnow()
         client_ip = _peer_ip(session)
         tls = _tls_info(session)
-        direction = self.policy.direction(client_ip)
+        direction = p.relay.direction(client_ip)
         gateway = server if isinstance(server, GatewaySMTP) else None
         spf = gateway.spf if gateway is not None else None
         rdns = gateway.rdns[0] if gateway is not None and gateway.rdns is not None else ""
@@ -438,18 +459,19 @@ class IngressHandler:
             client_rdns=rdns,
         )
         started = asyncio.get_running_loop().time()
-        decision = self.actions.expect(message_id) if self.actions is not None else None
+        actions = self.actions if p.before_queue else None
+        decision = actions.expect(message_id) if actions is not None else None
         try:
             await self.publish(event, stamped)
         except Exception as exc:  # noqa: BLE001 - any bus failure means "not queued": the sender retries
-            if self.actions is not None:
-                self.actions.forget(message_id)
+            if actions is not None:
+                actions.forget(message_id)
             log.warning("message not queued: bus unavailable", extra={"error": repr(exc), "client_ip": client_ip})
             self._refuse(session, envelope, 451, "bus unavailable", "queue")
             return "451 4.3.0 Temporary failure, message not queued: please retry"
         QUEUE_LATENCY.observe(asyncio.get_running_loop().time() - started)
-        if self.actions is not None and decision is not None:
-            action = await self.actions.wait(message_id, decision, self.before_queue_deadline_s)
+        if actions is not None and decision is not None:
+            action = await actions.wait(message_id, decision, p.before_queue_deadline_s)
             BEFORE_QUEUE.labels("deadline" if action is None else "blocked" if all_blocked(action) else "accepted").inc()
             if action is None:
                 log.warning("before-queue deadline: accepted after-queue", extra={"message_id": message_id})

@@ -52,6 +52,8 @@ mail security gateway is running (started in {time.monotonic() - started:.1f}s)
   logs              {stack.state / 'logs'}/
   STARTTLS          self-signed certificate in {stack.tls_dir}/
   greylisting       off here (on in production): MAILGW_INGRESS_GREYLISTING=true make run
+                    (until a configuration is published: then `ingress.greylisting.enabled` of
+                    `mailgw config apply FILE` decides, and is on unless the file says `enabled: false`)
 
 Ctrl-C stops everything.
 """, flush=True)

@@ -101,7 +101,8 @@ class Stack:
                 "MAILGW_INGRESS_RELAY_DOMAINS": json.dumps(self.relay_domains),
                 "MAILGW_INGRESS_TRUSTED_NETWORKS": json.dumps(["127.0.0.1/32", "::1/128"]),
                 # Local profile: a newcomer's first mail goes straight through (production default: on);
-                # `MAILGW_INGRESS_GREYLISTING=true make run` turns it on.
+                # `MAILGW_INGRESS_GREYLISTING=true make run` turns it on. Environment only while mailgw.config
+                # holds no version: a published configuration's ingress.greylisting.enabled wins (default on).
                 "MAILGW_INGRESS_GREYLISTING": os.environ.get("MAILGW_INGRESS_GREYLISTING", "false"),
                 "MAILGW_INGRESS_PREGREET_DELAY_S": os.environ.get("MAILGW_INGRESS_PREGREET_DELAY_S", "0"),
                 "MAILGW_INGRESS_TLS_CERT_FILE": str(self.tls_dir / "cert.pem"),
