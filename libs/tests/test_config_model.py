@@ -69,6 +69,21 @@ def test_the_documented_example_is_the_shipped_example() -> None:
     assert load_text(block) == load_file(EXAMPLE)
 
 
+def test_static_recipients_may_be_addresses_or_catch_all_domains() -> None:
+    config = load_text("ingress: {recipient_verification: {mode: static, "
+                       "addresses: [Bob@Example.COM, '@Sales.Example.com.', '@bücher.example']}}")
+    assert config.ingress.recipient_verification.addresses == [
+        "Bob@example.com", "@sales.example.com", "@xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize("entry", [
+    "'@'", "'@@example.com'", "'@a@example.com'", "'@bad domain.com'", "'@-x.com'", "'bob@'", "'bob'",
+    "'a@b@c.com'", "'@" + "a" * 400 + ".com'", '"@exa\\x00mple.com"', "'<bob@example.com>'", '"@example.com\\r\\nX-Evil: 1"'])
+def test_bad_static_recipient_entries_are_refused(entry: str) -> None:
+    message = error_of(f"ingress: {{recipient_verification: {{mode: static, addresses: [{entry}]}}}}")
+    assert "ingress.recipient_verification.addresses[0]" in message
+
+
 def test_names_are_normalised() -> None:
     config = load_text("relay_domains: [Example.COM., bücher.example]\ntrusted_networks: ['2001:DB8::/32']\n")
     assert config.relay_domains == ["example.com", "xn--bcher-kva.example"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dns.asyncresolver
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given, settings
@@ -20,10 +19,6 @@ from mailgw_libs.dnslists import (
     score,
 )
 from mailgw_libs.resolver import make_resolver
-
-
-def local(server: LocalDns, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
-    return make_resolver([server.host], server.port, timeout)
 
 
 def test_reversed_query_labels() -> None:
@@ -70,7 +65,7 @@ async def test_ip_lists_weights_codes_and_allowlist(dns_server: LocalDns, unique
              DnsList(wl, -5.0), DnsList(f"dbl-{unique}.test", 3.0, kind="domain")]
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        checker = DnsListChecker(local(dns_server), redis, cache_ttl=60, timeout=2.0, prefix=f"t{unique}:")
+        checker = DnsListChecker(dns_server.resolver(2.0), redis, cache_ttl=60, timeout=2.0, prefix=f"t{unique}:")
         hits = await checker.check_ip("127.0.0.2", lists)
         assert {h.dnslist.zone: h.codes for h in hits} == {bl1: ("127.0.0.2", "127.0.0.4"), bl2: ("127.0.0.3",)}
         assert score(hits) == 3.5 and not failures(hits)
@@ -88,7 +83,7 @@ async def test_ip_lists_weights_codes_and_allowlist(dns_server: LocalDns, unique
         dns_server.apply()
         again = await checker.check_ip("127.0.0.2", lists)
         assert score(again) == 3.5
-        uncached = DnsListChecker(local(dns_server), None, timeout=2.0)
+        uncached = DnsListChecker(dns_server.resolver(2.0), None, timeout=2.0)
         assert score(await uncached.check_ip("127.0.0.2", lists)) == 0
     finally:
         await redis.aclose()
@@ -99,7 +94,7 @@ async def test_domain_lists(dns_server: LocalDns, unique: str) -> None:
     dns_server.set_zone(dbl, ["spammer.example IN A 127.0.1.2", "xn--bcher-kva.example IN A 127.0.1.3"])
     dns_server.apply()
     lists = [DnsList(dbl, 1.0, kind="domain"), DnsList(f"ipbl-{unique}.test", 1.0)]
-    checker = DnsListChecker(local(dns_server), None)
+    checker = DnsListChecker(dns_server.resolver(2.0), None)
     hits = await checker.check_domain("Spammer.Example.", lists)
     assert [(h.dnslist.zone, h.codes) for h in hits] == [(dbl, ("127.0.1.2",))]
     assert len(await checker.check_domain("bücher.example", lists)) == 1
@@ -111,7 +106,7 @@ async def test_answers_outside_loopback_and_refusals(dns_server: LocalDns, uniqu
     zone = f"odd-{unique}.test"
     dns_server.set_zone(zone, ["2.0.0.127 IN A 192.0.2.1", "3.0.0.127 IN A 127.255.255.254"])
     dns_server.apply()
-    checker = DnsListChecker(local(dns_server), None)
+    checker = DnsListChecker(dns_server.resolver(2.0), None)
     assert await checker.check_ip("127.0.0.2", [DnsList(zone)]) == []
     refused = await checker.check_ip("127.0.0.3", [DnsList(zone)])
     assert len(refused) == 1 and refused[0].failed and "refused" in refused[0].error and score(refused) == 0
@@ -126,7 +121,7 @@ async def test_dns_down_is_a_failure_not_a_clean_answer(unique: str) -> None:
 
 async def test_unanswered_zone_is_a_failure(dns_server: LocalDns, unique: str) -> None:
     # A zone this server is not authoritative for: REFUSED, i.e. no usable answer.
-    checker = DnsListChecker(local(dns_server), None, timeout=1.0)
+    checker = DnsListChecker(dns_server.resolver(2.0), None, timeout=1.0)
     results = await checker.check_ip("127.0.0.2", [DnsList(f"nowhere-{unique}.invalid")])
     assert len(results) == 1 and results[0].failed
 
@@ -137,7 +132,7 @@ async def test_redis_down_falls_back_to_dns(dns_server: LocalDns, unique: str) -
     dns_server.apply()
     dead_redis = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     try:
-        checker = DnsListChecker(local(dns_server), dead_redis)
+        checker = DnsListChecker(dns_server.resolver(2.0), dead_redis)
         hits = await checker.check_ip("127.0.0.2", [DnsList(zone)])
         assert [h.codes for h in hits] == [("127.0.0.2",)]
         assert checker.breaker.is_open()

@@ -8,6 +8,10 @@ any cached answer the lookup raises `DirectoryUnavailable` (the SMTP layer answe
 LDAP access is ldap3 (pure Python, synchronous) run in a worker thread; `bonsai`, the asyncio LDAP client,
 ships no wheel for this platform and would need libldap headers and a compiler.
 
+A profile may name several servers (tried in order), StartTLS and certificate checking; `profile_from_config`
+turns a configured `ldap_profiles` entry into a `DirectoryProfile` (the bind password read from the environment
+variable it names) and `directory_from_config` builds the `Directory`, so every service reads LDAP the same way.
+
 Redis keys under `<prefix><profile>:`: `gen` (current sync generation), `snap:<gen>` (hash address -> record),
 `addr:<address>` (live lookup cache, TTL). A record is JSON {"canonical": str, "dn": str, "groups": [str]};
 the live cache stores "null" for an address the directory does not know.
@@ -19,16 +23,21 @@ import asyncio
 import json
 import logging
 import math
+import os
+import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ldap3
 import redis.asyncio as aioredis
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from mailgw_libs.config.model import LdapProfile
 
 log = logging.getLogger("mailgw.directory")
 
@@ -40,15 +49,20 @@ class DirectoryUnavailable(Exception):
     """LDAP could not be asked and no answer for this address is cached: the caller tempfails."""
 
 
+class DirectoryMisconfigured(Exception):
+    """A configured profile cannot be used as it is (its password variable is not set): callers treat every
+    lookup of it as unavailable, never as "unknown user"."""
+
+
 @dataclass(frozen=True)
 class DirectoryProfile:
     """How to reach one directory and read addresses and groups out of it."""
 
     name: str
-    uri: str
+    uri: str  # the first server, ldap://host[:port] or ldaps://host[:port]
     base_dn: str
     bind_dn: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a log line or a traceback
     # ANDed with the address match: which entries are mail users, e.g. "(objectClass=person)".
     user_filter: str = "(objectClass=*)"
     # Attributes holding addresses; the first value of the first attribute is the canonical address.
@@ -59,6 +73,44 @@ class DirectoryProfile:
     group_name_attribute: str = "cn"
     timeout_s: float = 5.0
     page_size: int = 500
+    # Tried in order after `uri` when it does not answer (failover, PMG's server1/server2).
+    fallback_uris: tuple[str, ...] = ()
+    # StartTLS before the bind on ldap:// URLs; ldaps:// URLs are TLS from the start anyway.
+    starttls: bool = False
+    # Whether the server certificate must verify (against the system's CAs).
+    verify_certificate: bool = True
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return (self.uri, *self.fallback_uris)
+
+
+def group_filter_of(classes: Iterable[str]) -> str:
+    """An LDAP filter for entries of any of the group object classes (groupOfNames when none is given)."""
+    names = list(classes) or ["groupOfNames"]
+    terms = "".join(f"(objectClass={escape_filter_chars(c)})" for c in names)
+    return f"(|{terms})" if len(names) > 1 else terms
+
+
+def profile_from_config(name: str, config: LdapProfile, environ: Mapping[str, str] | None = None) -> DirectoryProfile:
+    """The directory profile of a configured `ldap_profiles` entry. The bind password comes from the environment
+    variable the configuration names (secrets never travel in the configuration document); DirectoryMisconfigured
+    when that variable is not set."""
+    env = os.environ if environ is None else environ
+    password = ""
+    if config.password_env:
+        if config.password_env not in env:
+            raise DirectoryMisconfigured(
+                f"LDAP profile {name!r}: environment variable {config.password_env} (password_env) is not set")
+        password = env[config.password_env]
+    return DirectoryProfile(
+        name=name, uri=config.servers[0], fallback_uris=tuple(config.servers[1:]), base_dn=config.base_dn,
+        bind_dn=config.bind_dn, password=password, user_filter=config.user_filter,
+        mail_attributes=tuple(config.mail_attributes), group_base_dn=config.group_base_dn,
+        group_filter=group_filter_of(config.group_classes),
+        # The reader follows one member attribute: the first configured one.
+        member_attribute=config.group_member_attributes[0], timeout_s=config.timeout_s,
+        starttls=config.starttls, verify_certificate=config.verify_certificate)
 
 
 @dataclass(frozen=True)
@@ -106,11 +158,25 @@ class LdapReader:
         self.profile = profile
 
     def _connect(self) -> ldap3.Connection:
+        """A bound connection to the first server that answers, in the profile's order. ldap3's ServerPool is not
+        used: it sleeps 10 s after a round of dead servers, which would stall every lookup during an outage.
+        A StartTLS failure is a failure of that server: the bind never falls back to clear text."""
         p = self.profile
-        server = ldap3.Server(p.uri, connect_timeout=p.timeout_s, get_info=ldap3.NONE)
-        # ldap3 packs the receive timeout as whole seconds (a float raises struct.error).
-        return ldap3.Connection(server, user=p.bind_dn or None, password=p.password or None, auto_bind=True,
-                                receive_timeout=max(1, math.ceil(p.timeout_s)), read_only=True, raise_exceptions=True)
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED if p.verify_certificate else ssl.CERT_NONE)
+        auto_bind = ldap3.AUTO_BIND_TLS_BEFORE_BIND if p.starttls else ldap3.AUTO_BIND_NO_TLS
+        failure: Exception | None = None
+        for url in p.servers:
+            try:
+                server = ldap3.Server(url, connect_timeout=p.timeout_s, get_info=ldap3.NONE, tls=tls)
+                # ldap3 packs the receive timeout as whole seconds (a float raises struct.error).
+                return ldap3.Connection(server, user=p.bind_dn or None, password=p.password or None,
+                                        auto_bind=auto_bind, receive_timeout=max(1, math.ceil(p.timeout_s)),
+                                        read_only=True, raise_exceptions=True)
+            except (LDAPException, OSError) as exc:
+                log.info("ldap server not usable, trying the next", extra={"server": url, "error": repr(exc)})
+                failure = exc
+        assert failure is not None  # a profile always has `uri`
+        raise failure
 
     def _address_filter(self, address: str) -> str:
         value = escape_filter_chars(address)
@@ -225,7 +291,11 @@ class Directory:
             entry = await asyncio.to_thread(self.reader.lookup, key)
         except (LDAPException, OSError) as exc:
             return await self._answer_without_ldap(key, exc)
-        await self.redis.set(self.keys + "addr:" + key, entry.to_json() if entry else "null", ex=self.cache_ttl_s)
+        try:
+            await self.redis.set(self.keys + "addr:" + key, entry.to_json() if entry else "null", ex=self.cache_ttl_s)
+        except RedisError as exc:
+            # The answer is good; only its caching failed.
+            log.warning("directory cache unavailable", extra={"error": repr(exc)})
         return entry
 
     async def _ask_ldap_only(self, key: str) -> DirectoryEntry | None:
@@ -262,7 +332,11 @@ class Directory:
         # A completed full sync lists every address the directory had: an address missing from it is
         # unknown as of that sync (what a directory cache such as PMG's answers too). No sync: no answer.
         log.warning("ldap unreachable", extra={"profile": self.profile.name, "error": repr(exc)})
-        if await self.redis.get(self.keys + "gen") is not None:
+        try:
+            synced = await self.redis.get(self.keys + "gen") is not None
+        except RedisError:
+            synced = False
+        if synced:
             return None
         raise DirectoryUnavailable(f"directory {self.profile.name} unreachable and {key} not cached") from exc
 
@@ -299,16 +373,32 @@ class Directory:
         if batch:
             await self.redis.delete(*batch)
 
-    async def run_sync_loop(self, interval_s: float) -> None:
-        """Sync now and every `interval_s`; failures are logged and retried sooner (answers keep flowing)."""
+    async def run_sync_loop(self, interval_s: float, *, retry_min_s: float = 5.0, retry_max_s: float = 60.0) -> None:
+        """Sync now and every `interval_s`, until cancelled. A failed round (LDAP or Redis down, a directory
+        that answers garbage) is logged and retried after a backoff that doubles from `retry_min_s` up to
+        `retry_max_s` (and never beyond `interval_s`); answers keep coming from the cache meanwhile."""
+        retry_s = retry_min_s
         while True:
             try:
                 count = await self.sync()
-                log.info("directory synced", extra={"profile": self.profile.name, "addresses": count})
-                await asyncio.sleep(interval_s)
-            except (LDAPException, OSError) as exc:
-                log.warning("directory sync failed", extra={"profile": self.profile.name, "error": repr(exc)})
-                await asyncio.sleep(min(interval_s, 30.0))
+            except Exception as exc:  # noqa: BLE001 - a failed round must not end the loop (cancelling still does)
+                delay = min(retry_s, retry_max_s, interval_s)
+                log.warning("directory sync failed", extra={"profile": self.profile.name, "error": repr(exc),
+                                                            "retry_in_s": delay})
+                retry_s = min(retry_s * 2, retry_max_s)
+                await asyncio.sleep(delay)
+                continue
+            retry_s = retry_min_s
+            log.info("directory synced", extra={"profile": self.profile.name, "addresses": count})
+            await asyncio.sleep(interval_s)
+
+
+def directory_from_config(name: str, config: LdapProfile, redis: aioredis.Redis, *,
+                          prefix: str = "mailgw:directory:", cache_ttl_s: float = 600.0,
+                          environ: Mapping[str, str] | None = None) -> Directory:
+    """The `Directory` of a configured `ldap_profiles` entry (see `profile_from_config`; raises
+    DirectoryMisconfigured when its password variable is not set)."""
+    return Directory(profile_from_config(name, config, environ), redis, prefix=prefix, cache_ttl_s=cache_ttl_s)
 
 
 def _text(value: bytes | str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,9 +9,9 @@ from typing import Any
 from mailgw_antivirus.app import build
 from mailgw_antivirus.settings import AntivirusSettings
 from mailgw_devstack.infra import Managed, free_port
+from mailgw_devstack.testing import publish_config
 from mailgw_libs import topics
 from mailgw_libs.config.model import GatewayConfig, Scoring
-from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.events import Verdict
 
 
@@ -45,14 +44,7 @@ async def test_published_scores_and_virus_symbols_apply_live(
 
         config = GatewayConfig(scoring=Scoring(symbol_scores={"MIME_BAD_EXTENSION": 9.0},
                                                virus_symbols=["MIME_EXECUTABLE"]))
-        await ConfigStore(settings).publish(config, 0, "test", "executables are viruses")
-        follower = runtime.config_follower
-        assert follower is not None
-        for _ in range(1000):  # hang guard, not a timing assertion
-            if follower.version == 1:
-                break
-            await asyncio.sleep(0.01)
-        assert follower.version == 1
+        await publish_config(runtime, config, expected_version=0, comment="executables are viruses")
 
         # The same message again: the verdict cached under the old configuration is not served.
         after = await scan()

@@ -3,7 +3,6 @@ re-routing on a published version without a restart (real Kafka, real SMTP sinks
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -12,19 +11,15 @@ from pydantic import ValidationError
 from mailgw_delivery.configured import from_environment, plan_of
 from mailgw_delivery.routing import Endpoint, Route
 from mailgw_delivery.settings import DeliverySettings
-from mailgw_devstack.testing import produce
+from mailgw_devstack.testing import produce, publish_config, wait_config_read
 from mailgw_libs import frames, topics
 from mailgw_libs.config.document import hash_data
 from mailgw_libs.config.model import Delivery, GatewayConfig, Notifications, Outbound, Transport
-from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.config.versions import new_version
 from mailgw_libs.events import Direction
-from mailgw_libs.service import ServiceRuntime
 
 from .conftest import SinkFactory
 from .support import RAW, TopicReader, action, decision, publish, running, settings_for, wait_until
-
-HANG_GUARD = 1000  # polls of 10 ms: a hang guard, not a timing assertion
 
 
 def env_settings(**overrides: Any) -> DeliverySettings:
@@ -100,16 +95,6 @@ def test_a_malformed_transport_is_refused(transport: dict[str, Any]) -> None:
         GatewayConfig.model_validate({"transports": {"example.com": transport}})
 
 
-async def wait_for_sequence(runtime: ServiceRuntime, sequence: int) -> None:
-    follower = runtime.config_follower
-    assert follower is not None
-    for _ in range(HANG_GUARD):
-        if follower.versions.sequence >= sequence:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"config version {sequence} never read")
-
-
 async def test_a_published_transport_takes_the_next_message_without_restart(
         fresh_kafka: str, redis_url: str, unique: str, sinks: SinkFactory) -> None:
     old, new, never = sinks(), sinks(), sinks()
@@ -130,8 +115,7 @@ async def test_a_published_transport_takes_the_next_message_without_restart(
                 default_transport=Transport(host="127.0.0.1", port=old.port, tls="none"),
                 transports={"new.test": Transport(host="127.0.0.1", port=new.port, tls="none")},
                 outbound=Outbound(mode="smarthost", smarthost=Transport(host="127.0.0.1", port=old.port, tls="none")))
-            await ConfigStore(runtime.settings).publish(config, 0, "test", "new.test has its own server")
-            await wait_for_sequence(runtime, 1)
+            await publish_config(runtime, config, expected_version=0, comment="new.test has its own server")
             await send("carol@new.test")
             await send("dave@example.com")
             assert len(new.handler.deliveries_to("carol@new.test")) == 1
@@ -146,7 +130,7 @@ async def test_a_published_transport_takes_the_next_message_without_restart(
             await produce(fresh_kafka, topics.MAILGW_CONFIG, invalid.key, invalid.model_dump_json().encode())
             garbage = new_version(config, 3, "mallory", "").key
             await produce(fresh_kafka, topics.MAILGW_CONFIG, garbage, b"\x00\xff" * 1000)
-            await wait_for_sequence(runtime, 2)
+            await wait_config_read(runtime, 2)
             await send("eve@new.test")
             assert len(new.handler.deliveries_to("eve@new.test")) == 1
             assert never.handler.received == []

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from mailgw_devstack.dnsserver import LocalDns
 from mailgw_devstack.infra import free_port
 from mailgw_devstack.ldapserver import LocalLdap
-from mailgw_devstack.testing import produce, running
+from mailgw_devstack.testing import produce, publish_config, running, wait_config_read
 from mailgw_ingress.app import build
 from mailgw_ingress.configured import PolicyBuilder, UnusableDirectory
 from mailgw_ingress.recipients import CalloutRecipients, Known, StaticRecipients
@@ -24,12 +24,11 @@ from mailgw_ingress.settings import IngressSettings
 from mailgw_libs import topics
 from mailgw_libs.config.document import hash_data
 from mailgw_libs.config.model import GatewayConfig, shipped_defaults
-from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.config.versions import new_version
 from mailgw_libs.resolver import make_resolver
-from mailgw_libs.service import ServiceRuntime
 
 from .test_recipients import seed
+from .test_smtp_policy import client
 
 HANG_GUARD = 2000  # polls of 10 ms: a hang guard, not a timing assertion
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
@@ -86,7 +85,8 @@ async def test_a_published_version_wins_field_by_field(builder: PolicyBuilder) -
             "spf": True, "helo_checks": True, "reject_unknown_client": True, "reject_unknown_sender_domain": True,
             "pregreet_delay_s": 0, "rate_limits": {"max_connections_per_ip": 2, "messages_per_minute_per_ip": 10,
                                                    "max_errors": 5},
-            "recipient_verification": {"mode": "static", "addresses": ["bob@new.test"], "reject_code": 450},
+            "recipient_verification": {"mode": "static", "addresses": ["bob@new.test", "@Sales.new.test"],
+                                       "reject_code": 450},
             "welcomelist": [".partner.test"], "blocklist": ["203.0.113.0/24"],
             "tls_required_sender_domains": ["Bank.TEST"], "before_queue": True, "before_queue_deadline_s": 12,
         }})
@@ -108,6 +108,7 @@ async def test_a_published_version_wins_field_by_field(builder: PolicyBuilder) -
     assert policy.recipients is not None and policy.unknown_recipient_code == 450
     assert await policy.recipients.verify("bob@new.test") == (Known.KNOWN, "static")
     assert await policy.recipients.verify("eve@new.test") == (Known.UNKNOWN, "static")
+    assert await policy.recipients.verify("anyone@sales.new.test") == (Known.KNOWN, "static")  # catch-all
     assert policy.welcomelist.sender_listed("x@mx.partner.test") and not policy.welcomelist.client_listed("192.0.2.7")
     assert policy.blocklist.client_listed("203.0.113.5") and not policy.blocklist.sender_listed("spam@env.test")
     assert policy.tls_required_sender_domains == {"bank.test"}
@@ -165,43 +166,6 @@ def test_malformed_hostile_and_oversized_ingress_sections_are_refused(ingress: d
 
 # --- the running service ------------------------------------------------------------------------------------
 
-async def wait_for_sequence(runtime: ServiceRuntime, sequence: int) -> None:
-    """Until the follower has read `sequence` records that look like versions (valid or not)."""
-    follower = runtime.config_follower
-    assert follower is not None
-    for _ in range(HANG_GUARD):
-        if follower.versions.sequence >= sequence:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"config version {sequence} never read")
-
-
-def built(settings: IngressSettings) -> tuple[ServiceRuntime, asyncio.Queue[GatewayConfig]]:
-    """The service, and a queue that gets each configuration after ingress has put it in force (callbacks run
-    in the order they were registered, and the service registers its own in `build`)."""
-    runtime = build(settings)
-    applied: asyncio.Queue[GatewayConfig] = asyncio.Queue()
-
-    async def after_ingress(config: GatewayConfig) -> None:
-        await applied.put(config)
-
-    runtime.on_config(after_ingress)
-    return runtime, applied
-
-
-async def in_force(applied: asyncio.Queue[GatewayConfig], relay_domains: list[str]) -> None:
-    while (await asyncio.wait_for(applied.get(), 30)).relay_domains != relay_domains:
-        pass
-
-
-async def client(port: int, source: str = "127.0.0.2") -> aiosmtplib.SMTP:
-    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, source_address=(source, 0), start_tls=False,
-                           local_hostname="client.test", timeout=10)
-    await smtp.connect()
-    await smtp.ehlo()
-    return smtp
-
-
 async def banner(port: int, source: str) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     try:
@@ -228,7 +192,7 @@ async def test_relay_domains_and_dnsbl_follow_the_configuration_live(
     dns_server.set_zone(zone, ["3.0.0.127 IN A 127.0.0.2"])
     dns_server.apply()
     settings = service_settings(fresh_kafka, redis_url, dns_server, unique)
-    runtime, applied = built(settings)
+    runtime = build(settings)
     async with running(runtime):
         port = settings.smtp_port
         assert await banner(port, "127.0.0.3") == "220 mailgw.localdomain mailgw ESMTP"  # no DNSBL yet
@@ -244,8 +208,7 @@ async def test_relay_domains_and_dnsbl_follow_the_configuration_live(
             "relay_domains": ["new.test"],
             "ingress": {"greylisting": {"enabled": False}, "pregreet_delay_s": 0, "spf": False,
                         "dnsbl": {"sites": [{"zone": zone, "weight": 1}]}}})
-        await ConfigStore(runtime.settings).publish(config, 0, "test", "new.test instead of example.com")
-        await in_force(applied, ["new.test"])
+        await publish_config(runtime, config, expected_version=0, comment="new.test instead of example.com")
 
         code, _ = await open_session.data(MESSAGE)
         assert code == 250  # the running session was not broken by the change
@@ -270,7 +233,7 @@ async def test_relay_domains_and_dnsbl_follow_the_configuration_live(
         await produce(fresh_kafka, topics.MAILGW_CONFIG, invalid.key, invalid.model_dump_json().encode())
         await produce(fresh_kafka, topics.MAILGW_CONFIG, new_version(config, 3, "mallory", "").key,
                       b"\x00\xff" * 1000)
-        await wait_for_sequence(runtime, 2)
+        await wait_config_read(runtime, 2)
         assert runtime.config_follower is not None and runtime.config_follower.version == 1
         smtp = await client(port)
         await smtp.mail("alice@sender.test")
@@ -286,7 +249,7 @@ async def test_ldap_recipient_verification_from_the_configuration(
     variable = f"MAILGW_T_LDAP_{unique.upper()}"
     monkeypatch.setenv(variable, ldap_server.password)
     settings = service_settings(fresh_kafka, redis_url, dns_server, unique)
-    runtime, applied = built(settings)
+    runtime = build(settings)
     async with running(runtime):
         smtp = await client(settings.smtp_port)
         await smtp.mail("x@sender.test")
@@ -297,9 +260,7 @@ async def test_ldap_recipient_verification_from_the_configuration(
                                        "password_env": variable, "timeout_s": 2}},
             "ingress": {"greylisting": {"enabled": False}, "pregreet_delay_s": 0, "spf": False,
                         "recipient_verification": {"mode": "ldap", "ldap_profile": "corp"}}})
-        await ConfigStore(runtime.settings).publish(config, 0, "test", "verify recipients in LDAP")
-        await asyncio.wait_for(applied.get(), 30)  # the shipped defaults, at start
-        await asyncio.wait_for(applied.get(), 30)  # version 1
+        await publish_config(runtime, config, expected_version=0, comment="verify recipients in LDAP")
         await smtp.mail("x@sender.test")
         assert await rcpt(smtp, "alice@example.com") == 250
         assert await rcpt(smtp, f"sales-{unique}@example.com") == 250
@@ -310,7 +271,7 @@ async def test_ldap_recipient_verification_from_the_configuration(
 async def test_greylisting_and_before_queue_turned_on_live(
         fresh_kafka: str, redis_url: str, dns_server: LocalDns, unique: str) -> None:
     settings = service_settings(fresh_kafka, redis_url, dns_server, unique)
-    runtime, applied = built(settings)
+    runtime = build(settings)
     async with running(runtime):
         assert await runtime.checks["before_queue"]() == (True, "off")
         smtp = await client(settings.smtp_port)
@@ -321,9 +282,7 @@ async def test_greylisting_and_before_queue_turned_on_live(
             "relay_domains": ["example.com"],
             "ingress": {"pregreet_delay_s": 0, "spf": False, "greylisting": {"delay_s": 60},
                         "before_queue": True, "before_queue_deadline_s": 0.2}})
-        await ConfigStore(runtime.settings).publish(config, 0, "test", "greylisting and before-queue on")
-        await asyncio.wait_for(applied.get(), 30)  # the shipped defaults, at start
-        await asyncio.wait_for(applied.get(), 30)  # version 1
+        await publish_config(runtime, config, expected_version=0, comment="greylisting and before-queue on")
         await smtp.mail("a@sender.test")
         code, message = await smtp.execute_command(b"RCPT TO:<second@example.com>")
         assert (code, message) == (451, "4.7.1 Greylisted, please try again later")

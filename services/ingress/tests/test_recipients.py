@@ -69,20 +69,8 @@ async def test_unknown_recipient_reply_text(gateway: MakeGateway) -> None:
 
 
 def seed(ldap: LocalLdap, unique: str) -> str:
-    base = f"ou=r{unique},{ldap.base_dn}"
-    ldap.add(f"""dn: {base}
-objectClass: organizationalUnit
-ou: r{unique}
-
-dn: uid=alice,{base}
-objectClass: inetOrgPerson
-objectClass: mailgwMailRecipient
-uid: alice
-cn: Alice
-sn: A
-mail: alice@example.com
-proxyAddresses: smtp:sales-{unique}@example.com
-""")
+    base = ldap.add_ou(f"r{unique}")
+    ldap.add_user("alice", "alice@example.com", base=base, aliases=[f"sales-{unique}@example.com"])
     return base
 
 

@@ -3,7 +3,6 @@ the running service applying published quarantine lifetimes and spam-report sett
 
 from __future__ import annotations
 
-import asyncio
 import email
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import ValidationError
 
-from mailgw_devstack.testing import collect, produce, running
+from mailgw_devstack.testing import collect, produce, publish_config, running, wait_config_read
 from mailgw_libs import frames, topics
 from mailgw_libs.config.document import hash_data
 from mailgw_libs.config.model import (
@@ -21,10 +20,8 @@ from mailgw_libs.config.model import (
     QuarantineLifetimes,
     SpamReport,
 )
-from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.config.versions import new_version
 from mailgw_libs.events import MailAction
-from mailgw_libs.service import ServiceRuntime
 from mailgw_reporting.app import assemble
 from mailgw_reporting.configured import from_environment, plan_of
 from mailgw_reporting.digest import ReportOptions
@@ -35,7 +32,6 @@ if TYPE_CHECKING:
     from conftest import Scenario
 
 SECRET_VAR = "MAILGW_TEST_REPORT_LINK_SECRET"
-HANG_GUARD = 1000  # polls of 10 ms: a hang guard, not a timing assertion
 
 
 class Clock:
@@ -123,16 +119,6 @@ def test_malformed_lifetimes_are_refused(lifetimes: dict[str, Any]) -> None:
         GatewayConfig.model_validate({"quarantine": {"lifetimes": lifetimes}})
 
 
-async def wait_for_sequence(runtime: ServiceRuntime, sequence: int) -> None:
-    follower = runtime.config_follower
-    assert follower is not None
-    for _ in range(HANG_GUARD):
-        if follower.versions.sequence >= sequence:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"config version {sequence} never read")
-
-
 async def test_published_quarantine_settings_apply_live(
         fresh_kafka: str, chdb_url: str, redis_url: str, scenario: Scenario, unique: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,8 +140,7 @@ async def test_published_quarantine_settings_apply_live(
         config = GatewayConfig(quarantine=Quarantine(
             lifetimes=QuarantineLifetimes(spam_days=2),
             spam_report=SpamReport(link_base_url="https://mail.corp.test/q", link_secret_env=SECRET_VAR)))
-        await ConfigStore(settings).publish(config, 0, "test", "spam is kept 2 days")
-        await wait_for_sequence(service.runtime, 1)
+        await publish_config(service.runtime, config, expected_version=0, comment="spam is kept 2 days")
 
         assert store.lifetimes.days("spam") == 2
         engine = await store.run("engine", lambda c: c.query(
@@ -180,6 +165,6 @@ async def test_published_quarantine_settings_apply_live(
         bad["quarantine"]["lifetimes"]["spam_days"] = 0
         invalid = new_version(config, 2, "mallory", "").model_copy(update={"content": bad, "sha256": hash_data(bad)})
         await produce(fresh_kafka, topics.MAILGW_CONFIG, invalid.key, invalid.model_dump_json().encode())
-        await wait_for_sequence(service.runtime, 2)
+        await wait_config_read(service.runtime, 2)
         assert service.runtime.config_follower is not None and service.runtime.config_follower.version == 1
         assert store.lifetimes.days("spam") == 2 and service.reporter.signer is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,11 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from mailgw_devstack.testing import collect, produce, running
+from mailgw_devstack.testing import collect, produce, publish_config, running
 from mailgw_libs import frames, topics
 from mailgw_libs.config.model import GatewayConfig, Scoring
 from mailgw_libs.config.rulesystem import RuleSystemConfig
-from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.events import Direction, Fate, MailAction, MailReceived, SymbolHit, Verdict
 from mailgw_libs.userlists import UserListStore
 from mailgw_rules.app import build
@@ -93,15 +91,8 @@ actions: {Block: {objects: [{type: block}]}}
 rules: [{name: No spammy, priority: 50, what: [Spammy], actions: [Block]}]
 """)
         # A published version's scoring wins over the environment's: keep awaiting the same two scorers.
-        await ConfigStore(settings).publish(GatewayConfig(rules=rules, scoring=Scoring(scorers=["antispam", "antivirus"])),
-                                            0, "test", "block SPAMMY")
-        follower = runtime.config_follower
-        assert follower is not None
-        for _ in range(200):  # hang guard, not a timing assertion
-            if follower.version == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert follower.version == 1
+        await publish_config(runtime, GatewayConfig(rules=rules, scoring=Scoring(scorers=["antispam", "antivirus"])),
+                             expected_version=0, comment="block SPAMMY")
         second = f"B{unique}"
         await send_scored(fresh_kafka, second, ["fan@example.com"], 1.0)
         records = await collect(fresh_kafka, topics.MAIL_ACTIONS, 1, key=second, timeout=20)

@@ -11,13 +11,12 @@ import redis.asyncio as aioredis
 
 from mailgw_devstack.infra import free_port
 from mailgw_devstack.ldapserver import LocalLdap
-from mailgw_devstack.testing import collect, produce, running
+from mailgw_devstack.testing import collect, produce, publish_config, running
 from mailgw_libs import frames, topics
 from mailgw_libs.config.model import GatewayConfig, LdapProfile, Notifications, NotificationTemplate, Scoring
 from mailgw_libs.config.rulesystem import RuleSystemConfig
 from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.events import Direction, Fate, MailAction, MailReceived, SymbolHit, Verdict
-from mailgw_libs.service import ServiceRuntime
 from mailgw_rules.app import build
 from mailgw_rules.directories import DirectoryManager
 from mailgw_rules.settings import RulesSettings
@@ -40,18 +39,6 @@ async def action_of(bootstrap: str, mid: str) -> MailAction:
     records = await collect(bootstrap, topics.MAIL_ACTIONS, 1, key=mid, timeout=30)
     assert records, f"no action for {mid}"
     return frames.unpack(records[0].value, MailAction)[0]
-
-
-async def wait_for_version(runtime: ServiceRuntime, version: int) -> float:
-    """Seconds until the running service applied `version` (a hang guard, not a timing assertion)."""
-    follower = runtime.config_follower
-    assert follower is not None
-    started = time.perf_counter()
-    for _ in range(1000):
-        if follower.version == version:
-            return time.perf_counter() - started
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"version {version} not applied")
 
 
 async def test_ldap_group_rule_in_the_running_service(fresh_kafka: str, redis_url: str, unique: str,
@@ -123,8 +110,7 @@ async def test_scorers_deadline_templates_and_admin_address_apply_live(fresh_kaf
                 "virus-alert": NotificationTemplate(subject="Virus in mail from __SENDER__",
                                                     body="__VIRUS_INFO__ stopped by __RULE__")}))
         published = time.perf_counter()
-        await ConfigStore(settings).publish(config, 0, "test", "scorers, deadline, template")
-        await wait_for_version(runtime, 1)
+        await publish_config(runtime, config, expected_version=0, comment="scorers, deadline, template")
         print(f"\nconfiguration applied by the running rules service {time.perf_counter() - published:.3f} s "
               "after publish() was called")
 

@@ -26,6 +26,7 @@ from .types import (
     OcrLanguage,
     PasswordHash,
     Port,
+    RecipientEntry,
     Section,
     SmtpListEntry,
     SymbolName,
@@ -146,7 +147,7 @@ class RecipientVerification(Section):
     # off; static: only `addresses` (and domains' catch-all entries `@domain`); ldap: the address must exist in
     # the directory of `ldap_profile`; callout: ask the domain's transport (RCPT TO) and cache the answer.
     mode: Literal["off", "static", "ldap", "callout"] = "off"
-    addresses: list[EmailAddress] = Field(default_factory=list, max_length=1_000_000)
+    addresses: list[RecipientEntry] = Field(default_factory=list, max_length=1_000_000)
     ldap_profile: Name | None = None
     # Answer for an unknown recipient: 550 (permanent) or 450 (try later, e.g. while a directory is being filled).
     reject_code: Literal[450, 550] = 550

@@ -83,6 +83,16 @@ def _address(value: str) -> str:
     return f"{local}@{_domain(domain)}"
 
 
+def _recipient_entry(value: str) -> str:
+    """A recipient address, or `@domain`: every address of that domain (a catch-all)."""
+    text = value.strip()
+    if text.startswith("@"):
+        if "@" in text[1:]:
+            raise ValueError(f"expected local@domain or @domain: {value!r}")
+        return "@" + _domain(text[1:])
+    return _address(text)
+
+
 def _env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
         raise ValueError(
@@ -133,6 +143,8 @@ def _smtp_list_entry(value: str) -> str:
 DomainName = Annotated[str, StringConstraints(max_length=260), AfterValidator(_domain)]
 HostName = Annotated[str, StringConstraints(max_length=260), AfterValidator(check_host)]
 EmailAddress = Annotated[str, StringConstraints(max_length=330), AfterValidator(_address)]
+# Recipient verification entries: `local@domain`, or `@domain` for a domain's catch-all.
+RecipientEntry = Annotated[str, StringConstraints(max_length=330), AfterValidator(_recipient_entry)]
 EnvVarName = Annotated[str, StringConstraints(max_length=128), AfterValidator(_env_name)]
 PasswordHash = Annotated[str, StringConstraints(max_length=512), AfterValidator(_password_hash)]
 Network = Annotated[str, StringConstraints(max_length=50), AfterValidator(_network)]

@@ -24,12 +24,12 @@ import dns.asyncresolver
 import redis.asyncio as aioredis
 
 from mailgw_libs.config.model import GatewayConfig, IngressPolicy, is_set
-from mailgw_libs.directory import Directory, DirectoryProfile
+from mailgw_libs.directory import Directory, DirectoryMisconfigured, DirectoryProfile, profile_from_config
 from mailgw_libs.dnslists import DnsList, DnsListChecker
 from mailgw_libs.failfast import Breaker
 
 from .access import AccessList
-from .directories import DirectoryPool, DirectorySpec, profile_of
+from .directories import DirectoryPool, DirectorySpec
 from .dnsbl import ConnectionDnsbl
 from .greylist import GreylistPolicy
 from .hostchecks import HostChecks, RdnsMode
@@ -184,10 +184,9 @@ class PolicyBuilder:
         elif rv.mode == "ldap" and rv.ldap_profile is not None:
             name, profile = rv.ldap_profile, config.ldap_profiles[rv.ldap_profile]
             try:
-                specs[name] = DirectorySpec(profile_of(name, profile, self.environ), profile.sync_interval_s,
-                                            profile)
-            except KeyError:
-                sources.append(UnusableDirectory(f"LDAP profile {name!r}: variable {profile.password_env} not set"))
+                specs[name] = DirectorySpec(profile_from_config(name, profile, self.environ), profile.sync_interval_s)
+            except DirectoryMisconfigured as exc:
+                sources.append(UnusableDirectory(str(exc)))
         elif rv.mode == "callout":
             sources.append(self._callout(config, rv.callout_cache_s))
         directories = await self.directories.apply(specs)

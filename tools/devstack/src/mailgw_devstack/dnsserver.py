@@ -9,8 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .infra import Managed, StartError, free_port, spawn
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 TXT_CHUNK = 255
 
@@ -31,6 +35,12 @@ class LocalDns:
         self.host = "127.0.0.1"
         self.zones: dict[str, list[str]] = {}
         self.managed: Managed | None = None
+
+    def resolver(self, timeout: float = 3.0) -> dns.asyncresolver.Resolver:
+        """An asyncio resolver that asks this server only (built as the services build theirs)."""
+        from mailgw_libs.resolver import make_resolver
+
+        return make_resolver([self.host], self.port, timeout)
 
     def set_zone(self, name: str, records: Iterable[str]) -> None:
         """Add or replace one zone; takes effect at `apply()`."""

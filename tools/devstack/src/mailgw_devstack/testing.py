@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from mailgw_libs import frames, topics
+from mailgw_libs.config.follower import ConfigFollower
+from mailgw_libs.config.model import GatewayConfig
+from mailgw_libs.config.store import ConfigStore
 from mailgw_libs.events import Direction, MailReceived, new_message_id, utcnow
 from mailgw_libs.service import ServiceRuntime
 
@@ -110,3 +114,80 @@ async def wait_started(runtime: ServiceRuntime, timeout_s: float = 30.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"{runtime.name} did not start within {timeout_s} s")
         await asyncio.sleep(0.05)
+
+
+# --- live configuration ----------------------------------------------------------------------------------------
+
+class _AppliedMarker:
+    """The last callback of a follower: when it runs, every callback the service registered before it has run
+    with that version (the follower calls them in order), so the version is in force."""
+
+    def __init__(self, follower: ConfigFollower) -> None:
+        self.follower = follower
+        self.sequence = follower.versions.sequence
+        self.changed = asyncio.Condition()
+
+    async def __call__(self, config: GatewayConfig) -> None:
+        async with self.changed:
+            self.sequence = self.follower.versions.sequence
+            self.changed.notify_all()
+
+
+_markers: weakref.WeakKeyDictionary[ConfigFollower, _AppliedMarker] = weakref.WeakKeyDictionary()
+
+
+def _follower_of(runtime: ServiceRuntime) -> ConfigFollower:
+    follower = runtime.config_follower
+    if follower is None:
+        raise AssertionError(f"{runtime.name} does not follow the configuration")
+    return follower
+
+
+def _marker(follower: ConfigFollower) -> _AppliedMarker:
+    marker = _markers.get(follower)
+    if marker is None:
+        marker = _markers[follower] = _AppliedMarker(follower)
+        follower.on_change(marker)
+    return marker
+
+
+async def publish_config(runtime: ServiceRuntime, config: GatewayConfig, *, expected_version: int | None = None,
+                         author: str = "test", comment: str = "test", timeout_s: float = 30.0) -> int:
+    """Publish `config` as the next version of `mailgw.config` and return its number once the running service
+    has applied it (every configuration callback of the service has run with it). `expected_version`: the
+    version the test believes is current (ConfigConflict otherwise); None takes whatever the topic holds."""
+    follower = _follower_of(runtime)
+    _marker(follower)  # registered before publishing, so it cannot miss the version
+    store = ConfigStore(runtime.settings)
+    if expected_version is None:
+        expected_version = (await store.read()).sequence
+    accepted = await store.publish(config, expected_version, author, comment)
+    await wait_config_applied(runtime, accepted.record.version, timeout_s)
+    return accepted.record.version
+
+
+async def wait_config_applied(runtime: ServiceRuntime, sequence: int, timeout_s: float = 30.0) -> None:
+    """Until the running service has applied the version numbered `sequence` (or a later one)."""
+    marker = _marker(_follower_of(runtime))
+
+    async def applied() -> None:
+        async with marker.changed:
+            await marker.changed.wait_for(lambda: marker.sequence >= sequence)
+
+    try:
+        await asyncio.wait_for(applied(), timeout_s)  # a hang guard, not a timing assertion
+    except TimeoutError:
+        raise AssertionError(f"{runtime.name} did not apply configuration version {sequence} "
+                             f"within {timeout_s} s (applied: {marker.sequence})") from None
+
+
+async def wait_config_read(runtime: ServiceRuntime, sequence: int, timeout_s: float = 30.0) -> None:
+    """Until the service's follower has read `sequence` records that look like versions, valid or not (for
+    records that change nothing, such as an invalid version, which no callback sees)."""
+    follower = _follower_of(runtime)
+    deadline = time.monotonic() + timeout_s
+    while follower.versions.sequence < sequence:
+        if time.monotonic() > deadline:  # a hang guard, not a timing assertion
+            raise AssertionError(f"{runtime.name} never read configuration record {sequence} "
+                                 f"(read: {follower.versions.sequence})")
+        await asyncio.sleep(0.01)
