@@ -125,3 +125,14 @@ async def test_memory_store_learn_relearn_forget_and_minimum_training() -> None:
     assert await bayes.forget("m2", {"viagra", "pills"}) == "unknown"
     totals, counts = await store.lookup({"viagra", "pills"})
     assert (totals.spam, totals.ham) == (1, 2) and counts == {"viagra": (1, 0)}
+
+
+async def test_memory_store_bounds_and_expires_learned_ids() -> None:
+    store = MemoryStore(max_learned=2)
+    for i in range(3):
+        store.learn_now(f"m{i}", {"shared"}, "spam", day=100 + i)
+    assert (await store.stats()).learned_messages == 2
+    assert await store.forget("m0", {"shared"}) == "unknown"       # the oldest id went first
+    assert store.lookup_now({"shared"})[1] == {"shared": (3, 0)}   # its counts stay
+    await store.expire(max_age_days=10, max_count=0, day=112)       # m1 (day 101) is older than 10 days
+    assert list(store.learned) == ["m2"] and list(store.learned_day) == ["m2"]

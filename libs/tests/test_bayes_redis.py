@@ -78,3 +78,40 @@ async def test_reset_and_per_user_databases_are_separate(client: aioredis.Redis,
     await user.reset()
     assert (await user.stats()).tokens == 0 and (await site.stats()).tokens == 1
     assert [k async for k in client.scan_iter(match=user.prefix + "*")] == []
+
+
+async def test_learned_ids_are_bounded_oldest_first(client: aioredis.Redis, unique: str) -> None:
+    store = RedisStore(client, database_name(unique), max_learned=3)
+    for i in range(5):
+        assert await store.learn(f"m{i}", {f"tok{i}", "shared"}, "spam") == "learned"
+    assert (await store.stats()).learned_messages == 3
+    assert await client.zcard(store.prefix + "learned_at") == 3
+    assert await store.learn("m4", {"tok4", "shared"}, "spam") == "unchanged"  # the newest are still known
+    assert await store.forget("m0", {"tok0", "shared"}) == "unknown"          # the oldest id went first
+    totals, counts = await store.lookup({"shared"})
+    assert totals.spam == 5 and counts == {"shared": (5, 0)}                   # the counts stay
+    with pytest.raises(ValueError):
+        RedisStore(client, database_name(unique), max_learned=0)
+
+
+async def test_expire_drops_old_learned_ids_and_dates_untracked_ones(client: aioredis.Redis, unique: str) -> None:
+    store = RedisStore(client, database_name(unique))
+    await store.learn("m1", {"a"}, "spam")
+    # an id learned before the learned_at index existed (written as older versions did)
+    await client.hset(store.prefix + "learned", "legacy", "h")
+    await store.expire(max_age_days=30, max_count=0)
+    assert (await store.stats()).learned_messages == 2
+    assert await client.zcard(store.prefix + "learned_at") == 2               # the legacy id got a day
+    await store.expire(max_age_days=30, max_count=0, day=today() + 31)
+    assert (await store.stats()).learned_messages == 0
+    assert await client.zcard(store.prefix + "learned_at") == 0
+    assert await store.forget("m1", {"a"}) == "unknown"
+    await store.reset()
+    assert not [k async for k in client.scan_iter(match=store.prefix + "*")]
+
+
+async def test_forget_removes_the_learned_day(client: aioredis.Redis, unique: str) -> None:
+    store = RedisStore(client, database_name(unique))
+    await store.learn("m1", {"a"}, "spam")
+    assert await store.forget("m1", {"a"}) == "forgotten"
+    assert await client.zcard(store.prefix + "learned_at") == 0

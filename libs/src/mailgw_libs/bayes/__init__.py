@@ -9,12 +9,13 @@ from .classifier import BANDS, ClassifierConfig, Outcome, Totals, chi2q, combine
 from .filter import BayesFilter
 from .redis_store import RedisStore, database_name
 from .store import Label, LearnOutcome, MemoryStore, StoreStats, TokenStore, message_key, token_id
-from .tokenizer import TokenizerConfig, tokenize, tokenize_raw, tokenize_text
+from .tokenizer import DecodedPart, TokenizerConfig, tokenize, tokenize_decoded, tokenize_raw, tokenize_text
 
 __all__ = [
                          "BANDS",
                          "BayesFilter",
                          "ClassifierConfig",
+                         "DecodedPart",
                          "Label",
                          "LearnOutcome",
                          "MemoryStore",
@@ -33,6 +34,7 @@ __all__ = [
                          "token_id",
                          "token_probability",
                          "tokenize",
+                         "tokenize_decoded",
                          "tokenize_raw",
                          "tokenize_text",
 ]

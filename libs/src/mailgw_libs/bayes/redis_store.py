@@ -2,7 +2,11 @@
 
 Keys (all under one hash tag, so that a Redis Cluster keeps a database in one slot and the scripts may
 touch all its keys): `mailgw:bayes:{<db>}:t:<token id>` a hash per token (`s` spam count, `h` ham count,
-`a` day last learned), `...:totals` (`s`, `h`: messages learned), `...:learned` (message key -> `s`/`h`).
+`a` day last learned), `...:totals` (`s`, `h`: messages learned), `...:learned` (message key -> `s`/`h`),
+`...:learned_at` (sorted set: message key scored by the day learned). The learned ids only serve to make
+learning idempotent and forgetting possible, so they are bounded: at most `max_learned` (the oldest go first,
+at learning time) and `expire` drops those older than its age limit; a message whose id was dropped is counted
+again if learned again, which after months no longer matters to the counts.
 `<db>` is the site database name, or `<site>/u/<user hash>` for a per-user database.
 
 Learning and forgetting run as one Lua script (atomic: two processes learning the same message at once count
@@ -32,7 +36,8 @@ local function ids(packed)
 end
 """
 
-# KEYS: totals, learned; ARGV: message key, field (s|h), day, mode (learn|forget), token key prefix, packed ids
+# KEYS: totals, learned, learned_at; ARGV: message key, field (s|h), day, mode (learn|forget), token key prefix,
+# packed ids, max learned ids kept
 _LEARN = _SPLIT_IDS + """
 local previous = redis.call('HGET', KEYS[2], ARGV[1])
 local field, day, mode, prefix = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -57,11 +62,27 @@ if previous then add(previous, -1) end
 if mode == 'learn' then
   add(field, 1)
   redis.call('HSET', KEYS[2], ARGV[1], field)
+  redis.call('ZADD', KEYS[3], tonumber(day), ARGV[1])
+  local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[7])
+  if excess > 0 then
+    for i, v in ipairs(redis.call('ZPOPMIN', KEYS[3], excess)) do
+      if i % 2 == 1 then redis.call('HDEL', KEYS[2], v) end
+    end
+  end
   if previous then return 'moved' end
   return 'learned'
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 'forgotten'
+"""
+
+# KEYS: learned, learned_at; ARGV: day cutoff (ids learned before it go). Answers how many went.
+_EXPIRE_LEARNED = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
+for _, key in ipairs(old) do redis.call('HDEL', KEYS[1], key) end
+if #old > 0 then redis.call('ZREM', KEYS[2], unpack(old)) end
+return #old
 """
 
 # KEYS: totals; ARGV: token key prefix, packed ids. Answers "s,h;s1,h1;s2,h2;..." (empty for absent counts).
@@ -76,6 +97,7 @@ return table.concat(out, ';')
 """
 
 SCAN_BATCH = 1000
+MAX_LEARNED = 2_000_000  # learned message ids kept per database (~100 bytes each in Redis)
 
 
 def database_name(site: str = "default", user: str = "") -> str:
@@ -91,14 +113,19 @@ def _int(value: bytes | str | None) -> int:
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, database: str = "default") -> None:
+    def __init__(self, client: aioredis.Redis, database: str = "default", max_learned: int = MAX_LEARNED) -> None:
+        if max_learned < 1:
+            raise ValueError("max_learned must be at least 1")
         self.client = client
+        self.max_learned = max_learned
         self.prefix = f"mailgw:bayes:{{{database}}}:"
         self._totals_key = self.prefix + "totals"
         self._learned_key = self.prefix + "learned"
+        self._learned_at_key = self.prefix + "learned_at"
         self._token_prefix = self.prefix + "t:"
         self._learn = client.register_script(_LEARN)
         self._lookup = client.register_script(_LOOKUP)
+        self._expire_learned = client.register_script(_EXPIRE_LEARNED)
 
     async def lookup(self, tokens: Iterable[str]) -> tuple[Totals, dict[str, tuple[int, int]]]:
         by_id = {token_id(t): t for t in tokens}
@@ -115,8 +142,8 @@ class RedisStore:
 
     async def _run(self, key: str, tokens: Iterable[str], field: str, mode: str) -> LearnOutcome:
         packed = "".join(sorted({token_id(t) for t in tokens}))
-        outcome = await self._learn(keys=[self._totals_key, self._learned_key],
-                                    args=[key, field, today(), mode, self._token_prefix, packed])
+        outcome = await self._learn(keys=[self._totals_key, self._learned_key, self._learned_at_key],
+                                    args=[key, field, today(), mode, self._token_prefix, packed, self.max_learned])
         text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         return cast(LearnOutcome, text)
 
@@ -127,7 +154,11 @@ class RedisStore:
         return await self._run(key, tokens, "", "forget")
 
     async def expire(self, max_age_days: int, max_count: int, day: int | None = None) -> int:
+        """Drop rare old tokens (how many) and the learned message ids older than `max_age_days`."""
         cutoff = (today() if day is None else day) - max_age_days
+        await self._date_untracked_ids(today() if day is None else day)
+        while await self._expire_learned(keys=[self._learned_key, self._learned_at_key], args=[cutoff]):
+            pass  # in batches of 10,000: one script call never blocks Redis for long
         removed = 0
         async for batch in self._scan_batches():
             async with self.client.pipeline(transaction=False) as pipe:
@@ -140,6 +171,19 @@ class RedisStore:
                 await self.client.unlink(*old)
                 removed += len(old)
         return removed
+
+    async def _date_untracked_ids(self, day: int) -> None:
+        """Ids learned before `learned_at` existed have no day: they get `day`, so that they expire too."""
+        if await self.client.hlen(self._learned_key) <= await self.client.zcard(self._learned_at_key):
+            return
+        batch: dict[bytes, int] = {}
+        async for key, _ in self.client.hscan_iter(self._learned_key, count=SCAN_BATCH):
+            batch[key] = day
+            if len(batch) >= SCAN_BATCH:
+                await self.client.zadd(self._learned_at_key, batch, nx=True)
+                batch = {}
+        if batch:
+            await self.client.zadd(self._learned_at_key, batch, nx=True)
 
     async def _scan_batches(self) -> AsyncIterator[list[bytes]]:
         batch: list[bytes] = []
@@ -162,4 +206,4 @@ class RedisStore:
     async def reset(self) -> None:
         async for batch in self._scan_batches():
             await self.client.unlink(*batch)
-        await self.client.unlink(self._totals_key, self._learned_key)
+        await self.client.unlink(self._totals_key, self._learned_key, self._learned_at_key)

@@ -67,7 +67,8 @@ class TokenStore(Protocol):
         ...
 
     async def expire(self, max_age_days: int, max_count: int, day: int | None = None) -> int:
-        """Drop tokens seen in at most `max_count` messages and not learned for `max_age_days`; how many."""
+        """Drop tokens seen in at most `max_count` messages and not learned for `max_age_days` (how many), and
+        the learned message ids older than `max_age_days`."""
         ...
 
     async def stats(self) -> StoreStats: ...
@@ -78,10 +79,12 @@ class TokenStore(Protocol):
 class MemoryStore:
     """The same semantics in a dict (one process): unit tests and benchmarks."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_learned: int = 2_000_000) -> None:
         self.tokens: dict[str, list[int]] = {}  # id -> [spam, ham, day last learned]
         self.totals = {"s": 0, "h": 0}
         self.learned: dict[str, str] = {}
+        self.learned_day: dict[str, int] = {}  # insertion order = learning order: the oldest go first
+        self.max_learned = max_learned
 
     async def lookup(self, tokens: Iterable[str]) -> tuple[Totals, dict[str, tuple[int, int]]]:
         return self.lookup_now(tokens)
@@ -118,10 +121,16 @@ class MemoryStore:
             self._add(ids, previous, -1, day or today())
         self._add(ids, field, 1, day or today())
         self.learned[key] = field
+        self.learned_day.pop(key, None)
+        self.learned_day[key] = day or today()
+        while len(self.learned_day) > self.max_learned:
+            oldest = next(iter(self.learned_day))
+            del self.learned_day[oldest], self.learned[oldest]
         return "moved" if previous else "learned"
 
     async def forget(self, key: str, tokens: Iterable[str]) -> LearnOutcome:
         previous = self.learned.pop(key, None)
+        self.learned_day.pop(key, None)
         if not previous:
             return "unknown"
         self._add(sorted({token_id(t) for t in tokens}), previous, -1, today())
@@ -129,6 +138,8 @@ class MemoryStore:
 
     async def expire(self, max_age_days: int, max_count: int, day: int | None = None) -> int:
         cutoff = (today() if day is None else day) - max_age_days
+        for key in [k for k, learned in self.learned_day.items() if learned < cutoff]:
+            del self.learned_day[key], self.learned[key]
         old = [tid for tid, (s, h, seen) in self.tokens.items() if s + h <= max_count and seen < cutoff]
         for tid in old:
             del self.tokens[tid]
@@ -141,3 +152,4 @@ class MemoryStore:
         self.tokens.clear()
         self.totals = {"s": 0, "h": 0}
         self.learned.clear()
+        self.learned_day.clear()

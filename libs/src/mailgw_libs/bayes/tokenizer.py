@@ -8,6 +8,7 @@ token of their first letters and length bucket, and a message yields at most `ma
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from itertools import islice
@@ -19,6 +20,7 @@ MIN_WORD = 3
 MAX_WORD = 20
 MAX_HEADER_CHARS = 4096
 MAX_URLS = 200
+MAX_PARTS = 200
 
 # Words: letters, digits and the few joiners that carry meaning in mail ($5, 100%, e-mail, don't, 3.5).
 _WORD = re.compile(r"[^\W_](?:[\w'$%.,-]*[^\W_])?[$%]?")
@@ -152,19 +154,36 @@ def tokenize_text(text: str, config: TokenizerConfig | None = None) -> set[str]:
     return out
 
 
+@dataclass(frozen=True)
+class DecodedPart:
+    """A text part already decoded by the caller (the antispam rules decode every part once for themselves)."""
+
+    content_type: str            # text/plain or text/html
+    text: str                    # decoded text; the HTML source for text/html
+    visible: str | None = None   # the text a reader sees (HTML stripped); None: derived here when needed
+
+
 def tokenize(msg: Message, config: TokenizerConfig | None = None) -> set[str]:
     """Tokens of a parsed message: header tokens, URL tokens, body words (decoded, HTML stripped)."""
+    leaves = mime.leaf_parts(msg, max_parts=MAX_PARTS)
+    texts = [DecodedPart(p.content_type, p.text()) for p in leaves
+             if p.content_type in ("text/plain", "text/html") and not p.filename]
+    return tokenize_decoded(msg, [p.content_type for p in leaves], texts, config)
+
+
+def tokenize_decoded(msg: Message, leaf_types: Sequence[str], texts: Iterable[DecodedPart],
+                     config: TokenizerConfig | None = None) -> set[str]:
+    """`tokenize` from parts the caller has decoded: `leaf_types` the content types of the leaf parts in order,
+    `texts` the text parts that are not attachments. Gives the same tokens as `tokenize` for the same parts."""
     config = config or TokenizerConfig()
     out: set[str] = set()
     header_tokens(msg, out)
+    out.update("P:" + content_type[:60] for content_type in leaf_types[:MAX_PARTS])
     read = 0
-    for part in mime.leaf_parts(msg, max_parts=200):
-        out.add("P:" + part.content_type[:60])
-        if part.content_type not in ("text/plain", "text/html") or part.filename:
-            continue
-        if read >= config.max_chars:
+    for part in texts:
+        if read >= config.max_chars or len(out) >= config.max_tokens:
             break
-        text = part.text()[: config.max_chars - read]
+        text = part.text[: config.max_chars - read]
         read += len(text)
         is_html = part.content_type == "text/html"
         url_tokens(text, out, html_source=is_html)
@@ -172,10 +191,9 @@ def tokenize(msg: Message, config: TokenizerConfig | None = None) -> set[str]:
             if config.html_tags:
                 # How the HTML is built (font, table, img, ...) is signal the stripped text loses.
                 out.update("tag:" + m.group(1).lower() for m in islice(_HTML_TAG.finditer(text), 2000))
-            text = mime.html_to_text(text)
+            visible = part.visible if part.visible is not None else mime.html_to_text(text)
+            text = visible[: config.max_chars]
         _word_tokens(text, "", out, config.word_pairs, config.max_tokens)
-        if len(out) >= config.max_tokens:
-            break
     return out
 
 

@@ -19,6 +19,7 @@ from mailgw_libs import bus
 from mailgw_libs.bayes import (
     BayesFilter,
     ClassifierConfig,
+    DecodedPart,
     Label,
     LearnOutcome,
     Outcome,
@@ -27,14 +28,14 @@ from mailgw_libs.bayes import (
     TokenStore,
     database_name,
     message_key,
-    tokenize,
+    tokenize_decoded,
 )
 from mailgw_libs.events import SymbolHit
-from mailgw_libs.failfast import Breaker, make_redis
+from mailgw_libs.failfast import Breaker
 
 from . import checks
-from .rules import Engine
-from .scanner import scan
+from .rules import Engine, MessageView
+from .scanner import scan_view
 from .settings import AntispamSettings
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,32 @@ class Analysis:
 def analyse(raw: bytes, max_chars: int, engine: Engine | None, tokenizer: TokenizerConfig) -> Analysis:
     """Rule hits and Bayes tokens of a message from one parse. CPU-bound: run it in an executor."""
     msg, hits = checks.parse_or_flag(raw)  # a message too deep to parse: its headers and a flag
-    hits += scan(raw, max_chars, engine, msg=msg)
-    return Analysis(hits=hits, tokens=frozenset(tokenize(msg, tokenizer)), key=message_key(msg, raw))
+    scanned, view = scan_view(raw, msg, max_chars, engine)
+    hits += scanned
+    tokens = tokenize_decoded(msg, [n.content_type for n in view.nodes if not n.multipart],
+                              decoded_parts(view), tokenizer)
+    tokens.update(rule_tokens(hits))
+    return Analysis(hits=hits, tokens=frozenset(tokens), key=message_key(msg, raw))
 
 
-def analyse_for_learning(raw: bytes, tokenizer: TokenizerConfig) -> tuple[frozenset[str], str]:
-    msg, _ = checks.parse_or_flag(raw)
-    return frozenset(tokenize(msg, tokenizer)), message_key(msg, raw)
+def decoded_parts(view: MessageView) -> list[DecodedPart]:
+    """The text parts as the rules decoded them (HTML source and visible text) for the Bayes tokenizer."""
+    visible: list[str] = view.memo.get("part_plain", [])
+    return [DecodedPart(part.content_type, part.text, visible[i] if i < len(visible) else None)
+            for i, part in enumerate(view.text_parts)]
+
+
+def rule_tokens(hits: list[SymbolHit]) -> set[str]:
+    """The names of the rules that hit, as Bayes tokens: Bayes learns which (weak) rules go with spam and ham
+    at this site, so that rules scored low for safety still count where the site's mail shows they should."""
+    return {"R:" + h.name for h in hits if not h.name.startswith("BAYES_")}
+
+
+def analyse_for_learning(raw: bytes, tokenizer: TokenizerConfig, engine: Engine,
+                         max_chars: int = 1_000_000) -> tuple[frozenset[str], str]:
+    """Tokens and key to learn a message by: the same tokens a scan classifies (rule names included)."""
+    analysis = analyse(raw, max_chars, engine, tokenizer)
+    return analysis.tokens, analysis.key
 
 
 @dataclass(frozen=True)
@@ -163,16 +183,3 @@ class BayesService:
 
 def classifier_config(settings: AntispamSettings) -> ClassifierConfig:
     return ClassifierConfig(min_spam=settings.bayes_min_spam, min_ham=settings.bayes_min_ham)
-
-
-def autolearn_policy(settings: AntispamSettings) -> AutolearnPolicy:
-    return AutolearnPolicy(enabled=settings.bayes_autolearn, spam_threshold=settings.autolearn_spam,
-                           ham_threshold=settings.autolearn_ham)
-
-
-def make_bayes(settings: AntispamSettings) -> BayesService | None:
-    """The process's Bayes databases (a fail-fast Redis client), or None when Bayes is off."""
-    if not settings.bayes:
-        return None
-    client = make_redis(settings.redis_url, settings.bayes_redis_timeout_s)
-    return BayesService(client, settings.bayes_site, settings.bayes_per_user, classifier_config(settings))

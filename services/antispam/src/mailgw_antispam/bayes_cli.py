@@ -18,6 +18,7 @@ from mailgw_libs.bayes import BayesFilter, Label, RedisStore, TokenizerConfig, d
 from mailgw_libs.events import SymbolHit
 
 from .bayes import analyse_for_learning, classifier_config
+from .rules import load_engine
 from .settings import AntispamSettings
 
 
@@ -32,6 +33,10 @@ async def _learn(args: argparse.Namespace) -> Counter[str]:
 
     client, store = _store(args)
     config = TokenizerConfig()
+    settings = AntispamSettings()
+    # the rules run too: their names are tokens, learned as the scan classifies them
+    engine = load_engine(tuple(settings.rule_dirs), settings.default_rules, settings.hyperscan,
+                         tuple(settings.ok_languages), settings.hyperscan_cache_dir)
     outcomes: Counter[str] = Counter()
     jobs: list[tuple[Label, str]] = [("ham", p) for p in args.ham or ()] + [("spam", p) for p in args.spam or ()]
     try:
@@ -39,7 +44,7 @@ async def _learn(args: argparse.Namespace) -> Counter[str]:
             for label, path in jobs:
                 for name, raw in messages([Path(path)]):
                     try:
-                        tokens, key = analyse_for_learning(raw, config)
+                        tokens, key = analyse_for_learning(raw, config, engine, settings.max_scan_chars)
                     except Exception as exc:  # noqa: BLE001 - one unreadable message must not stop a training run
                         print(f"mailgw learn: {name}: {exc!r}", file=sys.stderr)
                         outcomes["unreadable"] += 1
@@ -97,9 +102,9 @@ class ScanBayes:
         self.filter = BayesFilter(RedisStore(self.client, database_name(site)), classifier_config(AntispamSettings()))
         self.config = TokenizerConfig()
 
-    def hits(self, raw: bytes) -> list[SymbolHit]:
+    def hits(self, tokens: frozenset[str]) -> list[SymbolHit]:
+        """The BAYES_xx symbol for the tokens of a scanned message (`bayes.analyse`)."""
         try:
-            tokens, _ = analyse_for_learning(raw, self.config)
             outcome = self.loop.run_until_complete(self.filter.classify(tokens))
         except (redis.exceptions.RedisError, OSError) as exc:
             raise SystemExit(f"mailgw scan: Bayes store: {exc}") from exc

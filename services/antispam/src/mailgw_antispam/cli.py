@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mailgw_libs.bayes import TokenizerConfig
+
+from .bayes import analyse
 from .bayes_cli import ScanBayes
 from .bayes_cli import register as register_bayes
 from .online import OnlineChecks
@@ -63,11 +66,13 @@ def cmd_scan(args: argparse.Namespace) -> None:
     online = OnlineChecks.from_settings(settings, None, network=True, auth=True) if args.network else None
     loop = asyncio.new_event_loop() if online is not None else None
     for label, raw in messages([Path(p) for p in args.paths]):
-        hits = scan(raw, settings.max_scan_chars, engine)
+        if bayes is not None:  # one parse for the rules and the Bayes tokens (rule names among them)
+            analysis = analyse(raw, settings.max_scan_chars, engine, TokenizerConfig())
+            hits = list(analysis.hits) + bayes.hits(analysis.tokens)
+        else:
+            hits = scan(raw, settings.max_scan_chars, engine)
         if online is not None and loop is not None:
             hits += loop.run_until_complete(online.run(raw))[0]
-        if bayes is not None:
-            hits += bayes.hits(raw)
         score = round(sum(h.score for h in hits), 3)
         is_spam = score >= threshold
         count += 1

@@ -7,7 +7,7 @@ from email.message import Message
 from mailgw_libs.events import SymbolHit
 
 from . import checks
-from .rules import Engine, build_view, load_engine
+from .rules import Engine, MessageView, build_view, load_engine
 
 
 def scan(raw: bytes, max_chars: int = 1_000_000, engine: Engine | None = None,
@@ -16,10 +16,17 @@ def scan(raw: bytes, max_chars: int = 1_000_000, engine: Engine | None = None,
 
     `engine` defaults to our own rule set (services/antispam rules/cf), built once per process;
     `msg` is the already parsed message when the caller has it (Bayes tokenizes the same parse)."""
-    hits: list[SymbolHit] = []
     if msg is None:
         msg, hits = checks.parse_or_flag(raw)
-    hits += checks.check_gtube(raw)
+        return hits + scan_view(raw, msg, max_chars, engine)[0]
+    return scan_view(raw, msg, max_chars, engine)[0]
+
+
+def scan_view(raw: bytes, msg: Message, max_chars: int = 1_000_000,
+              engine: Engine | None = None) -> tuple[list[SymbolHit], MessageView]:
+    """The hits of GTUBE and the rules on a parsed message, and the view the rules saw (its decoded texts
+    serve the Bayes tokenizer, so that a message is decoded and HTML-stripped once)."""
+    hits = checks.check_gtube(raw)
     view = build_view(raw, max_chars, msg)
     hits += (engine or load_engine()).run(view)
-    return hits
+    return hits, view
