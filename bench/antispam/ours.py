@@ -15,7 +15,17 @@ from folds import Sample, Tally
 from mailgw_antispam.bayes import Analysis, analyse, classifier_config
 from mailgw_antispam.rules import load_engine
 from mailgw_antispam.settings import AntispamSettings
-from mailgw_libs.bayes import BANDS, MemoryStore, RedisStore, TokenizerConfig, combine, is_trained, symbol
+from mailgw_libs.bayes import (
+    BANDS,
+    CachedStore,
+    MemoryStore,
+    RedisStore,
+    TokenizerConfig,
+    TokenStore,
+    combine,
+    is_trained,
+    symbol,
+)
 from mailgw_libs.bayes.classifier import Outcome
 
 
@@ -104,7 +114,10 @@ def _worker(url: str, database: str, raws: list[bytes], barrier: object, out: ob
 
     async def run() -> tuple[float, Counter[str]]:
         client = aioredis.Redis.from_url(url)
-        store = RedisStore(client, database)
+        # As the service does: the site database behind the in-process token-count cache.
+        store: TokenStore = RedisStore(client, database)
+        if settings.bayes_cache_s > 0:
+            store = CachedStore(store, settings.bayes_cache_s)
         await store.lookup({"warm"})
         names: Counter[str] = Counter()
         barrier.wait()  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ combines them (Robinson/Fisher chi-square) into a probability and a BAYES_xx sym
 puts the three together.
 """
 
+from .cache import CachedStore
 from .classifier import BANDS, ClassifierConfig, Outcome, Totals, chi2q, combine, is_trained, symbol, token_probability
 from .filter import BayesFilter
 from .redis_store import RedisStore, database_name
@@ -14,6 +15,7 @@ from .tokenizer import DecodedPart, TokenizerConfig, tokenize, tokenize_decoded,
 __all__ = [
                          "BANDS",
                          "BayesFilter",
+                         "CachedStore",
                          "ClassifierConfig",
                          "DecodedPart",
                          "Label",

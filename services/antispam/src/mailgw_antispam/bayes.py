@@ -18,6 +18,7 @@ import redis.exceptions
 from mailgw_libs import bus
 from mailgw_libs.bayes import (
     BayesFilter,
+    CachedStore,
     ClassifierConfig,
     DecodedPart,
     Label,
@@ -135,12 +136,21 @@ class BayesService:
     per_user: bool = False
     config: ClassifierConfig = field(default_factory=ClassifierConfig)
     breaker: Breaker = field(default_factory=Breaker)
+    # Seconds a token count read from Redis is reused by this process for the site database (0: never).
+    cache_s: float = 30.0
+    _site_store: TokenStore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        site = RedisStore(self.client, database_name(self.site))
+        self._site_store = CachedStore(site, self.cache_s) if self.cache_s > 0 else site
 
     def filter_for(self, user: str = "") -> BayesFilter:
         return BayesFilter(self.store_for(user), self.config)
 
     def store_for(self, user: str = "") -> TokenStore:
-        return RedisStore(self.client, database_name(self.site, user if self.per_user else ""))
+        if not (self.per_user and user):
+            return self._site_store
+        return RedisStore(self.client, database_name(self.site, user))
 
     async def classify(self, tokens: frozenset[str], recipients: list[str]) -> Outcome | None:
         """Bayes' outcome for the message; None while untrained or while the store is unreachable (fail open)."""

@@ -66,7 +66,8 @@ def make_setup(settings: AntispamSettings, config: GatewayConfig | None, client:
         ham_below, spam_from = settings.autolearn_ham, settings.autolearn_spam
         min_spam, min_ham = settings.bayes_min_spam, settings.bayes_min_ham
     bayes = BayesService(client, settings.bayes_site, settings.bayes_per_user,
-                         ClassifierConfig(min_spam=min_spam, min_ham=min_ham), breaker) if enabled else None
+                         ClassifierConfig(min_spam=min_spam, min_ham=min_ham), breaker,
+                         settings.bayes_cache_s) if enabled else None
     # Never learn as spam what the gateway itself would not call spam: with a threshold raised above the
     # autolearn level, the autolearn level follows it.
     policy = AutolearnPolicy(enabled=autolearn, spam_threshold=max(spam_from, threshold), ham_threshold=ham_below)

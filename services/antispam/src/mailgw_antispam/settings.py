@@ -62,6 +62,7 @@ class AntispamSettings(ServiceSettings):
     bayes_autolearn: bool = True
     autolearn_spam: float = 12.0          # learn as spam at or above this score (Bayes excluded) ...
     autolearn_ham: float = 0.1            # ... as ham at or below this one
+    bayes_cache_s: float = 30.0           # token counts reused in-process this long (site database; 0: off)
     bayes_redis_timeout_s: float = 0.5    # a lookup slower than this scans without Bayes (fail open)
     # Authentication (SPF from ingress, DKIM, DMARC, ARC) through the resolver of MAILGW_DNS_*; its
     # result goes on delivered mail as Authentication-Results with this authserv-id.
