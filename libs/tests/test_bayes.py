@@ -47,6 +47,48 @@ def test_tokenizer_long_words_become_skip_tokens() -> None:
     assert "word" in tokens and "ok" not in tokens                           # shorter than 3: no token
 
 
+def _list_mail(list_headers: bytes, body: bytes) -> bytes:
+    return (b"From: someone@example.org\r\nTo: talk@lists.example.org\r\nSubject: hello\r\n" + list_headers
+            + b"Content-Type: text/plain\r\n\r\n" + body)
+
+
+FOOTER = (b"Cheap pills here\r\n\r\n" + b"_" * 47 + b"\r\nTalk mailing list\r\nunsubscribe "
+          b"https://lists.example.org/listinfo/talk\r\n")
+
+
+def test_discussion_list_footer_is_left_out() -> None:
+    tokens = tokenize_raw(_list_mail(b"List-Id: <talk.lists.example.org>\r\n", FOOTER))
+    assert {"cheap", "pills"} <= tokens
+    assert "unsubscribe" not in tokens and "U:lists.example.org" not in tokens and "talk" not in tokens
+    assert "H:list-id" in tokens                                             # the list headers stay tokens
+    html = (b"List-Post: <mailto:talk@lists.example.org>\r\nContent-Type: text/html\r\n\r\n<p>Cheap pills</p>"
+            b"<p>" + b"-" * 30 + b"</p><p>unsubscribe here</p>")
+    assert "unsubscribe" not in tokenize_raw(b"Subject: x\r\n" + html)
+    assert "unsubscribe" in tokenize_raw(_list_mail(b"List-Id: <t.example>\r\n", FOOTER),
+                                         TokenizerConfig(strip_list_footer=False))
+
+
+def test_footer_kept_for_newsletters_and_separators_far_from_the_end() -> None:
+    # A newsletter (List-Unsubscribe only) wrote its own footer: it is the sender's text.
+    assert "unsubscribe" in tokenize_raw(_list_mail(b"List-Unsubscribe: <mailto:leave@news.example>\r\n", FOOTER))
+    assert "unsubscribe" in tokenize_raw(_list_mail(b"", FOOTER))            # no list at all
+    early = b"intro\r\n" + b"=" * 30 + b"\r\nunsubscribe\r\n" + b"".join(b"line %d\r\n" % i for i in range(40))
+    assert "unsubscribe" in tokenize_raw(_list_mail(b"List-Id: <t.example>\r\n", early))
+
+
+@pytest.mark.parametrize("body", [
+    (b"_" * 47 + b"\r\n") * 200_000,                                        # nothing but separators (~10 MB)
+    b"word " * 400_000 + b"\r\n" + b"-" * 1_000_000,                        # one huge line, a huge separator
+    b"\r\n" * 2_000_000,
+    b"-" * 19 + b"\r\n" + b"_" * 19 + b"x" * 50 + b"\r\n",
+])
+def test_hostile_list_footers_bounded(body: bytes) -> None:
+    started = time.monotonic()
+    tokens = tokenize_raw(_list_mail(b"List-Id: <t.example>\r\n", body))
+    assert len(tokens) <= TokenizerConfig().max_tokens + 100
+    assert time.monotonic() - started < 60                                   # hang guard, not a speed test
+
+
 @pytest.mark.parametrize("raw", [
     b"",
     b"\x00\xff" * 50_000,

@@ -32,6 +32,12 @@ _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf
 _HTML_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]{0,10})\b")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _PATH_WORD = re.compile(r"[A-Za-z0-9]{2,20}")
+# A separator line (underscores, dashes or equals signs) as mailing-list managers put before their footers.
+_SEPARATOR = re.compile(r"^[ \t]*(?:_{20,}|-{20,}|={20,})[ \t\r]*$", re.MULTILINE)
+FOOTER_LINES = 30  # a list footer is short: only a separator within the last lines of a part starts one
+# Headers of a discussion list (anyone may post: what it appends is not the sender's). A newsletter has only
+# List-Unsubscribe: its sender wrote the footer too.
+_LIST_HEADERS = ("list-id", "list-post")
 
 # Headers whose words carry signal beyond one site's relays (Received chains are left out on purpose:
 # they describe the training site's own infrastructure and would not generalise to other mail).
@@ -49,6 +55,11 @@ class TokenizerConfig:
     max_tokens: int = 3000            # distinct tokens kept per message
     word_pairs: bool = True           # adjacent word pairs as extra tokens (measured: more spam caught)
     html_tags: bool = True            # the tag names used in HTML parts
+    # Discussion-list mail: leave out the footer the list manager appended (after a separator line near the end
+    # of a part). It describes the list, not the sender's intent, and a spam posted to a list otherwise inherits
+    # the list's ham evidence (dev CV: 487 -> 492/500 spam, 0 ham FP). The list headers stay tokens: leaving them
+    # out too caught no more spam and brought ham closer to the threshold.
+    strip_list_footer: bool = True
 
 
 def _word_tokens(text: str, prefix: str, out: set[str], pairs: bool = False, limit: int = 3000) -> None:
@@ -144,6 +155,22 @@ def header_tokens(msg: Message, out: set[str]) -> None:
     out.add(f"H:rcpt-headers:{min(recipients, 3)}")
 
 
+def is_list_mail(msg: Message) -> bool:
+    return any(msg.get(name) is not None for name in _LIST_HEADERS)
+
+
+def strip_list_footer(text: str) -> str:
+    """`text` without a list footer: cut at the first separator line among its last `FOOTER_LINES` lines."""
+    tail = len(text)
+    for _ in range(FOOTER_LINES):
+        tail = text.rfind("\n", 0, tail)
+        if tail < 0:
+            tail = 0
+            break
+    match = _SEPARATOR.search(text, tail)
+    return text[: match.start()] if match else text
+
+
 def tokenize_text(text: str, config: TokenizerConfig | None = None) -> set[str]:
     """Tokens of a plain text (e.g. OCR output): words and URLs."""
     config = config or TokenizerConfig()
@@ -177,6 +204,7 @@ def tokenize_decoded(msg: Message, leaf_types: Sequence[str], texts: Iterable[De
     `texts` the text parts that are not attachments. Gives the same tokens as `tokenize` for the same parts."""
     config = config or TokenizerConfig()
     out: set[str] = set()
+    strip = config.strip_list_footer and is_list_mail(msg)
     header_tokens(msg, out)
     out.update("P:" + content_type[:60] for content_type in leaf_types[:MAX_PARTS])
     read = 0
@@ -186,6 +214,8 @@ def tokenize_decoded(msg: Message, leaf_types: Sequence[str], texts: Iterable[De
         text = part.text[: config.max_chars - read]
         read += len(text)
         is_html = part.content_type == "text/html"
+        if strip and not is_html:
+            text = strip_list_footer(text)
         url_tokens(text, out, html_source=is_html)
         if is_html:
             if config.html_tags:
@@ -193,6 +223,8 @@ def tokenize_decoded(msg: Message, leaf_types: Sequence[str], texts: Iterable[De
                 out.update("tag:" + m.group(1).lower() for m in islice(_HTML_TAG.finditer(text), 2000))
             visible = part.visible if part.visible is not None else mime.html_to_text(text)
             text = visible[: config.max_chars]
+            if strip:
+                text = strip_list_footer(text)
         _word_tokens(text, "", out, config.word_pairs, config.max_tokens)
     return out
 
