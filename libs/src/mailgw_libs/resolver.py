@@ -11,6 +11,9 @@ import dns.asyncresolver
 import dns.resolver
 
 DEFAULT_TIMEOUT_S = 5.0
+# Answers kept in-process for their TTL: the same client, sender domain and list entries recur from
+# connection to connection, and each query saved is a round trip and a parse on the event loop.
+CACHE_ENTRIES = 50_000
 
 
 def _configure(resolver: dns.resolver.BaseResolver, nameservers: list[str] | None, port: int, timeout: float) -> None:
@@ -29,6 +32,7 @@ def make_resolver(nameservers: list[str] | None = None, port: int = 53,
     """An asyncio resolver: the given nameservers on `port`, or the system's when `nameservers` is None."""
     resolver = dns.asyncresolver.Resolver(configure=nameservers is None)
     _configure(resolver, nameservers, port, timeout)
+    resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
     return resolver
 
 
@@ -37,4 +41,5 @@ def make_sync_resolver(nameservers: list[str] | None = None, port: int = 53,
     """The same, blocking, for synchronous libraries run in an executor (pyspf)."""
     resolver = dns.resolver.Resolver(configure=nameservers is None)
     _configure(resolver, nameservers, port, timeout)
+    resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
     return resolver
