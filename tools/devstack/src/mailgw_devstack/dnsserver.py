@@ -37,10 +37,13 @@ class LocalDns:
         self.managed: Managed | None = None
 
     def resolver(self, timeout: float = 3.0) -> dns.asyncresolver.Resolver:
-        """An asyncio resolver that asks this server only (built as the services build theirs)."""
+        """An asyncio resolver that asks this server only (built as the services build theirs), without the
+        in-process answer cache, so a test sees its zone changes at once."""
         from mailgw_libs.resolver import make_resolver
 
-        return make_resolver([self.host], self.port, timeout)
+        resolver = make_resolver([self.host], self.port, timeout)
+        resolver.cache = None
+        return resolver
 
     def set_zone(self, name: str, records: Iterable[str]) -> None:
         """Add or replace one zone; takes effect at `apply()`."""
