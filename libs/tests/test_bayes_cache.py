@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import pytest
 import redis.asyncio as aioredis
@@ -78,11 +78,6 @@ async def test_size_is_bounded() -> None:
         CachedStore(store, ttl_s=0)
 
 
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
 
 
 async def test_on_redis_equal_answers_and_reset_clears(client: aioredis.Redis, unique: str) -> None:

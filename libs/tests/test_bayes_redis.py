@@ -1,19 +1,11 @@
 """The Bayes token store on a real redis-server: learn, relearn, forget, expiry, stats, reset, per-user names."""
 
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from mailgw_libs.bayes import BayesFilter, ClassifierConfig, RedisStore, database_name, token_id
 from mailgw_libs.bayes.store import today
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
 
 
 async def test_learn_is_idempotent_relearn_moves_forget_removes(client: aioredis.Redis, unique: str) -> None:

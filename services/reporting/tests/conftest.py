@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
 from mailgw_libs import frames, topics
 from mailgw_libs.events import (
@@ -32,7 +34,7 @@ from mailgw_libs.events import (
     Verdict,
     new_message_id,
 )
-from mailgw_reporting import ingest
+from mailgw_reporting import api, ingest
 from mailgw_reporting.queries import Window
 from mailgw_reporting.store import ReportStore
 
@@ -55,6 +57,14 @@ def store(chdb_url: str) -> Iterator[ReportStore]:
     report_store = ReportStore(chdb_url)
     yield report_store
     asyncio.run(report_store.close())
+
+
+@pytest.fixture
+async def http(store: ReportStore) -> AsyncIterator[httpx.AsyncClient]:
+    """The reporting API of `store`, in-process."""
+    app = Starlette(routes=api.routes(store))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client:
+        yield client
 
 
 def raw_message(subject: str = "Hello", body: str = "Hi there.") -> bytes:

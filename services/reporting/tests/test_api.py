@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -15,13 +14,6 @@ from mailgw_reporting.store import ReportStore
 
 if TYPE_CHECKING:
     from conftest import Scenario
-
-
-@pytest.fixture
-async def http(store: ReportStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=api.routes(store))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client:
-        yield client
 
 
 async def test_summary_shape(http: httpx.AsyncClient, scenario: Scenario, store: ReportStore) -> None:

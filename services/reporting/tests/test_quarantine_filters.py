@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from mailgw_libs.events import new_message_id
-from mailgw_reporting import api
 from mailgw_reporting.store import ReportStore
 
 if TYPE_CHECKING:
     from conftest import Scenario
-
-
-@pytest.fixture
-async def http(store: ReportStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=api.routes(store))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client:
-        yield client
 
 
 async def test_filters_and_paging(http: httpx.AsyncClient, scenario: Scenario, store: ReportStore) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from mailgw_libs.events import Fate
-from mailgw_reporting import api, render
+from mailgw_reporting import render
 from mailgw_reporting.store import ReportStore
 
 if TYPE_CHECKING:
@@ -105,13 +103,6 @@ def test_malformed_and_oversized_messages_render(raw: bytes) -> None:
         assert len(view.html) <= render.MAX_HTML_CHARS * 2
     assert len(view.text) <= render.MAX_TEXT_CHARS
     assert len(view.attachments) <= render.MAX_PARTS
-
-
-@pytest.fixture
-async def http(store: ReportStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=api.routes(store))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client:
-        yield client
 
 
 async def test_view_html_and_inline_image_through_the_api(
