@@ -265,3 +265,54 @@ def test_shortener_by_registered_domain() -> None:
     assert "MGW_URI_SHORTENER" in names(html_mail(f'<p>{TEXT.decode()} <a href="https://bit.ly/x">x</a></p>'))
     assert "MGW_URI_SHORTENER" in names(HEAD + b"\r\n" + TEXT + b" http://www.tinyurl.com/abc\r\n")
     assert "MGW_URI_SHORTENER" not in names(HEAD + b"\r\n" + TEXT + b" http://bit.ly.example.com/abc\r\n")
+
+
+# --- padding, hash busters, undeclared 8-bit text, borrowed Message-IDs ------------------------------
+
+def test_blank_line_padding_in_plain_text_only() -> None:
+    padded = HEAD + b"\r\n" + TEXT + b"\r\n" + b"\r\n" * 25 + b"unsubscribe footer\r\n"
+    assert "MGW_TEXT_BLANK_PADDING" in names(padded)
+    assert "MGW_TEXT_BLANK_PADDING" not in names(HEAD + b"\r\n" + TEXT + b"\r\n" * 10 + b"bye\r\n")
+    # blank lines in HTML source do not show, so they are not padding
+    assert "MGW_TEXT_BLANK_PADDING" not in names(html_mail("<p>hi</p>" + "\n" * 40 + "<p>bye</p>"))
+
+
+def test_hash_buster_line() -> None:
+    assert "MGW_HASHBUSTER_LINE" in names(HEAD + b"\r\n" + TEXT + b"\r\n\r\ngcoakgwnibgafjecarccjbjiiqlluijse\r\n")
+    assert "MGW_HASHBUSTER_LINE" not in names(HEAD + b"\r\n" + TEXT + b"\r\n\r\nregards\r\n")
+    # a long word inside a sentence is not a line of its own
+    assert "MGW_HASHBUSTER_LINE" not in names(HEAD + b"\r\nsee supercalifragilisticexpialidocious here\r\n")
+
+
+def test_8bit_text_without_charset_needs_a_real_amount() -> None:
+    turkish = "Artık tüm haberleri sadece tek siteden takip edebileceksiniz. Sağlık, kültür ve sanat. " * 8
+    undeclared = HEAD + b"Content-Type: text/plain\r\n\r\n" + turkish.encode("cp1254") + b"\r\n"
+    assert "MGW_8BIT_UNDECLARED" in names(undeclared)
+    declared = HEAD + b"Content-Type: text/plain; charset=windows-1254\r\n\r\n" + turkish.encode("cp1254")
+    assert "MGW_8BIT_UNDECLARED" not in names(declared)
+    # a name with two accents in an otherwise ASCII mail is a careless mailer, not evidence
+    stray = HEAD + b"Content-Type: text/plain\r\n\r\n" + TEXT * 3 + " Ren\xe9e M\xfcller".encode("latin-1")
+    assert "MGW_8BIT_UNDECLARED" not in names(stray)
+
+
+@pytest.mark.parametrize(("sender", "to", "msgid", "hit"), [
+    ("dwftan@earthlink.com", "Friend@webnote.net", "<200208250144.CAA18619@webnote.net>", True),
+    ("x@t-online.de", "list@lists.example.net", "<vewaeurtngep@lists.example.net>", True),
+    ("alice@example.org", "bob@example.com", "<abc@example.org>", False),
+    # one organisation: a subdomain of the recipient's domain sends
+    ("news@example.com", "customers@mail.example.com", "<x1@mail.example.com>", False),
+    ("alice@example.com", "bob@example.com", "<x1@example.com>", False),
+    ("alice@example.org", "bob@example.com", "not a message id", False),
+])
+def test_message_id_made_at_the_recipients_domain(sender: str, to: str, msgid: str, hit: bool) -> None:
+    raw = (f"From: {sender}\r\nTo: {to}\r\nSubject: hello\r\nDate: Mon, 2 Feb 2026 10:00:00 +0000\r\n"
+           f"Message-ID: {msgid}\r\n\r\n").encode() + TEXT + b"\r\n"
+    assert ("MGW_MSGID_RCPT_DOMAIN" in names(raw)) is hit
+
+
+def test_reply_to_a_foreign_free_mailbox() -> None:
+    raw = (b"From: Anna <manaqxh@abptrade.com.br>\r\nReply-To: <letmego@bk.ru>\r\nTo: bob@example.com\r\n"
+           b"Subject: hi\r\nDate: Mon, 2 Feb 2026 10:00:00 +0000\r\nMessage-ID: <a@abptrade.com.br>\r\n\r\n"
+           + TEXT + b"\r\n")
+    assert "MGW_REPLYTO_FREEMAIL_DIFF" in names(raw)
+    assert "MGW_REPLYTO_FREEMAIL_DIFF" not in names(raw.replace(b"letmego@bk.ru", b"anna@abptrade.com.br"))

@@ -147,9 +147,34 @@ def check_hashcash_value(view: MessageView, args: tuple[str, ...]) -> EvalResult
     return (1, f"{best} bits") if low <= best <= high else (0, "")
 
 
+_MSGID_HOST = re.compile(r"@([^<>@\s]+)>\s*$")
+
+
+def _within(domain: str, other: str) -> bool:
+    """One domain is the other or a subdomain of it (mail.example.com and example.com)."""
+    return domain == other or domain.endswith("." + other) or other.endswith("." + domain)
+
+
+def check_msgid_recipient_domain(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    """The Message-ID was made at the recipient's (To) domain while From is elsewhere: bulk software that
+    borrows the recipient's domain, or a message sent without one and numbered by the relay that To names.
+    Mail within one organisation (From and To under one domain) is left alone."""
+    match = _MSGID_HOST.search(view.header("Message-ID", "raw") or "")
+    senders, recipients = _addresses(view, "From"), _addresses(view, "To")
+    if match is None or not senders or not recipients:
+        return 0, ""
+    host = match.group(1).lower().rstrip(".")
+    to_domain = recipients[0].rpartition("@")[2]
+    from_domain = senders[0].rpartition("@")[2]
+    if host == to_domain and not _within(from_domain, to_domain):
+        return 1, f"Message-ID at {host}"
+    return 0, ""
+
+
 EVALS = {
     "check_date_skew": check_date_skew,
     "check_to_equals_from": check_to_equals_from,
+    "check_msgid_recipient_domain": check_msgid_recipient_domain,
     "check_re_without_references": check_re_without_references,
     "check_msmail_priority_without_outlook": check_msmail_priority_without_outlook,
     "check_mime_version_missing": check_mime_version_missing,

@@ -250,6 +250,18 @@ def check_zero_width_chars(view: MessageView, args: tuple[str, ...]) -> EvalResu
     return 0, ""
 
 
+def check_text_blank_padding(view: MessageView, args: tuple[str, ...]) -> EvalResult:
+    """check_text_blank_padding(lines): a plain-text part has at least `lines` blank lines in a row, which push
+    what follows below the first screen (a footer or random words meant for filters, not for the reader).
+    HTML source is not counted: blank lines there do not show."""
+    minimum = int(args[0]) if args else 20
+    pattern = re.compile(rf"\n(?:[ \t\r]*\n){{{minimum},}}")
+    for part in view.text_parts:
+        if part.content_type == "text/plain" and pattern.search(part.text[:MAX_HTML_CHARS]):
+            return 1, f"{minimum}+ blank lines in a row"
+    return 0, ""
+
+
 # Words spam spells strangely to pass filters. A token that becomes one of these after undoing
 # look-alike digits and separators, and was not written plainly, is an obfuscated word.
 SPAM_VOCABULARY = frozenset({
@@ -311,5 +323,6 @@ EVALS = {
     "check_html_hidden_text": check_html_hidden_text,
     "check_html_image_ratio": check_html_image_ratio,
     "check_zero_width_chars": check_zero_width_chars,
+    "check_text_blank_padding": check_text_blank_padding,
     "check_obfuscated_words": check_obfuscated_words,
 }

@@ -83,10 +83,18 @@ def check_charset_unknown(view: MessageView, args: tuple[str, ...]) -> EvalResul
 
 
 def check_charset_8bit_undeclared(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    """8-bit bytes in a text part that declares US-ASCII or no charset at all."""
+    """check_charset_8bit_undeclared(min_bytes, min_ratio): a text part that declares US-ASCII or no charset
+    holds at least `min_bytes` 8-bit bytes making at least `min_ratio` of it. A few stray accents are a
+    careless mailer; text written mostly in 8-bit with no charset cannot be displayed as written."""
+    minimum = int(args[0]) if args else 3
+    ratio = float(args[1]) if len(args) > 1 else 0.0
     for part in view.text_parts:
-        if part.charset in ("", "us-ascii", "ascii") and len(_HIGH.findall(part.payload[:100_000])) >= 3:
-            return 1, f"8-bit text declared {part.charset or 'without charset'}"
+        if part.charset not in ("", "us-ascii", "ascii"):
+            continue
+        sample = part.payload[:100_000]
+        high = len(_HIGH.findall(sample))
+        if high >= minimum and high >= ratio * len(sample):
+            return 1, f"{high} 8-bit bytes declared {part.charset or 'without charset'}"
     return 0, ""
 
 
