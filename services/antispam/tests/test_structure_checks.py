@@ -316,3 +316,14 @@ def test_reply_to_a_foreign_free_mailbox() -> None:
            + TEXT + b"\r\n")
     assert "MGW_REPLYTO_FREEMAIL_DIFF" in names(raw)
     assert "MGW_REPLYTO_FREEMAIL_DIFF" not in names(raw.replace(b"letmego@bk.ru", b"anna@abptrade.com.br"))
+
+
+def test_newsletter_unsubscribe_header_is_a_small_ham_sign() -> None:
+    newsletter = (HEAD + b"List-Unsubscribe: <mailto:leave-news@example.org>, <https://example.org/u?x=1>\r\n\r\n"
+                  + TEXT + b"\r\n")
+    hits = {h.name: h.score for h in scan(newsletter)}
+    assert hits.get("MGW_NEWSLETTER_UNSUB", 0) < 0
+    # a discussion list (List-Id) is not a newsletter; a header without a URI is nothing
+    assert "MGW_NEWSLETTER_UNSUB" not in names(newsletter.replace(b"List-Unsubscribe", b"List-Id: <n.example.org>\r\n"
+                                                                                       b"List-Unsubscribe"))
+    assert "MGW_NEWSLETTER_UNSUB" not in names(HEAD + b"List-Unsubscribe: please write to us\r\n\r\n" + TEXT)
