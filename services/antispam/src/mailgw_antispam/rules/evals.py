@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from email.utils import getaddresses, parsedate_to_datetime
 
-from . import headerchecks, htmltricks, language, mimestructure, uris
+from . import headerchecks, htmltricks, language, mimestructure, ratware, uris
 from .message import MessageView
 
 EvalFn = Callable[[MessageView, tuple[str, ...]], tuple[int, str]]
@@ -94,4 +94,5 @@ EVALS: dict[str, EvalFn] = {
     **uris.EVALS,
     **language.EVALS,
     **headerchecks.EVALS,
+    **ratware.EVALS,
 }
