@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 from . import headerchecks, htmltricks, language, mimestructure, ratware, uris
 from .message import MessageView
@@ -34,8 +34,7 @@ def check_date_invalid(view: MessageView, args: tuple[str, ...]) -> tuple[int, s
 def check_replyto_other_domain(view: MessageView, args: tuple[str, ...]) -> tuple[int, str]:
     if view.exists("List-Id") or view.exists("List-Post"):
         return 0, ""  # mailing lists set Reply-To to the list on purpose
-    from_addrs = [a for _, a in getaddresses([view.header("From") or ""]) if a]
-    reply_addrs = [a for _, a in getaddresses([view.header("Reply-To") or ""]) if a]
+    from_addrs, reply_addrs = view.addresses("From"), view.addresses("Reply-To")
     if not from_addrs or not reply_addrs:
         return 0, ""
     f, r = _domain(from_addrs[0]), _domain(reply_addrs[0])

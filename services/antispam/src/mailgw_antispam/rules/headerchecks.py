@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 from .message import MessageView
 
@@ -57,7 +57,7 @@ def check_date_skew(view: MessageView, args: tuple[str, ...]) -> EvalResult:
 
 
 def _addresses(view: MessageView, name: str) -> list[str]:
-    return [a.lower() for _, a in getaddresses([view.header(name) or ""]) if "@" in a]
+    return view.addresses(name)
 
 
 def check_to_equals_from(view: MessageView, args: tuple[str, ...]) -> EvalResult:
@@ -160,10 +160,14 @@ def check_msgid_recipient_domain(view: MessageView, args: tuple[str, ...]) -> Ev
     borrows the recipient's domain, or a message sent without one and numbered by the relay that To names.
     Mail within one organisation (From and To under one domain) is left alone."""
     match = _MSGID_HOST.search(view.header("Message-ID", "raw") or "")
-    senders, recipients = _addresses(view, "From"), _addresses(view, "To")
-    if match is None or not senders or not recipients:
+    if match is None:
         return 0, ""
     host = match.group(1).lower().rstrip(".")
+    if host not in (view.header("To", "raw") or "").lower():
+        return 0, ""  # cannot be the To domain: spare the address parser
+    senders, recipients = _addresses(view, "From"), _addresses(view, "To")
+    if not senders or not recipients:
+        return 0, ""
     to_domain = recipients[0].rpartition("@")[2]
     from_domain = senders[0].rpartition("@")[2]
     if host == to_domain and not _within(from_domain, to_domain):

@@ -171,6 +171,15 @@ class MessageView:
             return (display if "name" in modifier else address) + "\n"
         return "".join(v.strip() + "\n" for v in values)[:MAX_HEADER_CHARS]
 
+    def addresses(self, name: str) -> list[str]:
+        """The addresses (lower case, with an @) of a header, parsed once per message: several checks compare
+        From, To and Reply-To, and the e-mail address parser is slow."""
+        key = "addresses:" + name
+        found: list[str] | None = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = [a.lower() for _, a in getaddresses([self.header(name) or ""]) if "@" in a]
+        return found
+
     def exists(self, name: str) -> bool:
         """`exists:Name` (pseudo-headers such as ToCc included)."""
         return self.header(name, "raw") is not None
