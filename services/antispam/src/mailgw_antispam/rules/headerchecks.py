@@ -21,9 +21,10 @@ MAX_STAMP_CHARS = 512
 HASHCASH_MAX_AGE = timedelta(days=28)
 
 
-def _date(value: str) -> datetime | None:
+def parse_date(value: str) -> datetime | None:
+    """An RFC 5322 date (a Date header, the stamp of a Received line) with its zone, UTC when it has none."""
     try:
-        parsed = parsedate_to_datetime(value.strip())
+        parsed = parsedate_to_datetime(" ".join(value.split()))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed is None:
@@ -36,7 +37,7 @@ def _received_time(view: MessageView) -> datetime | None:
     for name, value in view.headers:
         if name.lower() == "received":
             _, _, stamp = value.rpartition(";")
-            return _date(" ".join(stamp.split())) if stamp else None
+            return parse_date(stamp) if stamp else None
     return None
 
 
@@ -44,7 +45,7 @@ def check_date_skew(view: MessageView, args: tuple[str, ...]) -> EvalResult:
     """check_date_skew(future_hours, past_hours): Date is more than `future_hours` after (or, if past_hours
     is not negative, more than `past_hours` before) the topmost Received time. A negative bound is off."""
     future, past = (float(args[0]), float(args[1])) if len(args) == 2 else (24.0, -1.0)
-    date = _date(view.header("Date", "raw") or "")
+    date = parse_date(view.header("Date", "raw") or "")
     received = _received_time(view)
     if date is None or received is None:
         return 0, ""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from itertools import pairwise
 
+from .headerchecks import parse_date
 from .message import MessageView
 
 EvalResult = tuple[int, str]
@@ -52,17 +52,9 @@ def filetime_high_to_unix(high_hex: str) -> float:
 
 
 def _date_seconds(view: MessageView) -> float | None:
-    value = (view.header("Date", "raw") or "").strip()
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(" ".join(value.split()))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    parsed = parse_date(view.header("Date", "raw") or "")
     if parsed is None:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
     try:
         return parsed.timestamp()
     except (OverflowError, ValueError, OSError):
