@@ -18,7 +18,7 @@ from mailgw_libs.dnslists import DnsList, DnsListChecker, DnsListHit
 from mailgw_libs.events import SymbolHit
 
 from .rules.message import build as build_view
-from .rules.uris import host_of, registered_domain
+from .rules.uris import host_of, is_ip, registered_domain
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URI_DOMAINS = 20
@@ -68,21 +68,13 @@ def first_untrusted_relay(received: list[str], trusted: list[Network], client_ip
     return ""
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def uri_domains(raw: bytes, max_chars: int = 500_000) -> list[str]:
     """Registered domains of the message's links, in order, without duplicates. CPU: run in an executor."""
     view = build_view(raw, max_chars)
     out: dict[str, None] = {}
     for uri in view.uris:
         host = host_of(uri.decode("utf-8", "replace"))
-        if host and not _is_ip(host):
+        if host and not is_ip(host):
             out.setdefault(registered_domain(host))
         if len(out) >= MAX_URI_DOMAINS:
             break

@@ -40,14 +40,15 @@ def _psl() -> object:
 def registered_domain(host: str) -> str:
     """example.co.uk for www.mail.example.co.uk; the host itself for IPs and unknown suffixes."""
     host = host.strip(".").lower()
-    if not host or _is_ip(host):
+    if not host or is_ip(host):
         return host
     psl = _psl()
     private = psl.privatesuffix(host)  # type: ignore[attr-defined]
     return str(private) if private else host
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """The host is an IP literal (brackets allowed), not a name."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -183,7 +184,7 @@ def check_uri_deep_subdomain(view: MessageView, args: tuple[str, ...]) -> EvalRe
     """A host with many labels in front of its registered domain (paypal.com.secure.login.example.net)."""
     limit = int(args[0]) if args else 4
     for host in _hosts(view):
-        if _is_ip(host):
+        if is_ip(host):
             continue
         extra = host.count(".") - registered_domain(host).count(".")
         if extra >= limit:
