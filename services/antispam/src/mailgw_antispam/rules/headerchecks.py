@@ -41,43 +41,8 @@ def _received_time(view: MessageView) -> datetime | None:
     return None
 
 
-def check_date_skew(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    """check_date_skew(future_hours, past_hours): Date is more than `future_hours` after (or, if past_hours
-    is not negative, more than `past_hours` before) the topmost Received time. A negative bound is off."""
-    future, past = (float(args[0]), float(args[1])) if len(args) == 2 else (24.0, -1.0)
-    date = parse_date(view.header("Date", "raw") or "")
-    received = _received_time(view)
-    if date is None or received is None:
-        return 0, ""
-    hours = (date - received).total_seconds() / 3600
-    if future >= 0 and hours > future:
-        return 1, f"Date {hours:.0f} h after receipt"
-    if past >= 0 and -hours > past:
-        return 1, f"Date {-hours:.0f} h before receipt"
-    return 0, ""
-
-
 def _addresses(view: MessageView, name: str) -> list[str]:
     return view.addresses(name)
-
-
-def check_to_equals_from(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    sender, to = _addresses(view, "From"), _addresses(view, "To")
-    if sender and len(to) == 1 and to[0] == sender[0] and not view.exists("List-Id"):
-        return 1, to[0]
-    return 0, ""
-
-
-def check_re_without_references(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    subject = view.header("Subject") or ""
-    if "[" in subject:  # a list tag: digests and list gateways drop the reply headers
-        return 0, ""
-    if re.match(r"\s*re\s*:", subject, re.IGNORECASE) and not (
-            view.exists("In-Reply-To") or view.exists("References") or view.exists("Thread-Index")
-            or view.exists("List-Id") or view.exists("Thread-Topic") or view.exists("Mailing-List")
-            or view.exists("List-Unsubscribe")):
-        return 1, subject.strip()[:80]
-    return 0, ""
 
 
 def check_msmail_priority_without_outlook(view: MessageView, args: tuple[str, ...]) -> EvalResult:
@@ -103,16 +68,6 @@ def check_priority_bulk_combo(view: MessageView, args: tuple[str, ...]) -> EvalR
     ctype = (view.header("Content-Type") or "").lower()
     if priority.startswith("1") and "html" in ctype and not view.exists("List-Id"):
         return 1, "X-Priority 1 on HTML mail"
-    return 0, ""
-
-
-def check_two_mailers(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    mailer, agent = view.header("X-Mailer"), view.header("User-Agent")
-    if not mailer or not agent:
-        return 0, ""
-    a, b = mailer.split()[:1], agent.split()[:1]
-    if a and b and a[0].split("/")[0].lower() != b[0].split("/")[0].lower():
-        return 1, f"{a[0]} / {b[0]}"
     return 0, ""
 
 
@@ -177,13 +132,9 @@ def check_msgid_recipient_domain(view: MessageView, args: tuple[str, ...]) -> Ev
 
 
 EVALS = {
-    "check_date_skew": check_date_skew,
-    "check_to_equals_from": check_to_equals_from,
     "check_msgid_recipient_domain": check_msgid_recipient_domain,
-    "check_re_without_references": check_re_without_references,
     "check_msmail_priority_without_outlook": check_msmail_priority_without_outlook,
     "check_mime_version_missing": check_mime_version_missing,
     "check_priority_bulk_combo": check_priority_bulk_combo,
-    "check_two_mailers": check_two_mailers,
     "check_hashcash_value": check_hashcash_value,
 }

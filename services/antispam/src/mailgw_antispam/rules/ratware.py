@@ -69,11 +69,12 @@ def _skew(high_hex: str, view: MessageView, args: tuple[str, ...]) -> EvalResult
     date = _date_seconds(view)
     if date is None:
         return 0, ""
-    days = (filetime_high_to_unix(high_hex) - date) / 86_400
+    stamp = filetime_high_to_unix(high_hex)
+    days = (stamp - date) / 86_400
     if abs(days) <= max_days:
         return 0, ""
     try:
-        when = datetime.fromtimestamp(filetime_high_to_unix(high_hex), UTC).strftime("%Y-%m-%d")
+        when = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d")
     except (OverflowError, ValueError, OSError):
         when = "out of range"
     return 1, f"stamp {when}, {days:+.0f} days from Date"

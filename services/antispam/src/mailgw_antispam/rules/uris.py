@@ -161,25 +161,6 @@ def check_uri_link_domain_mismatch(view: MessageView, args: tuple[str, ...]) -> 
     return 0, ""
 
 
-def check_uri_many_domains(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    limit = int(args[0]) if args else 10
-    domains = {registered_domain(h) for h in _hosts(view)}
-    return (1, f"{len(domains)} domains") if len(domains) > limit else (0, "")
-
-
-def check_uri_odd_port(view: MessageView, args: tuple[str, ...]) -> EvalResult:
-    """A web link to a port other than 80/443/8080 (a server on a compromised or throwaway machine)."""
-    for uri in _uris(view):
-        try:
-            parts = urlsplit(uri)
-            port = parts.port
-        except ValueError:
-            continue
-        if parts.scheme.lower() in ("http", "https") and port and port not in (80, 443, 8080, 8000):
-            return 1, f"{parts.hostname}:{port}"
-    return 0, ""
-
-
 def check_uri_deep_subdomain(view: MessageView, args: tuple[str, ...]) -> EvalResult:
     """A host with many labels in front of its registered domain (paypal.com.secure.login.example.net)."""
     limit = int(args[0]) if args else 4
@@ -199,7 +180,5 @@ EVALS = {
     "check_uri_scheme_mismatch": check_uri_scheme_mismatch,
     "check_uri_data_link": check_uri_data_link,
     "check_uri_link_domain_mismatch": check_uri_link_domain_mismatch,
-    "check_uri_many_domains": check_uri_many_domains,
-    "check_uri_odd_port": check_uri_odd_port,
     "check_uri_deep_subdomain": check_uri_deep_subdomain,
 }
